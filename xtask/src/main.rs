@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask`: the project's automation entry point (see DESIGN.md, "xtask/").
+//!
+//! Each subcommand lives in its own module; `main` only dispatches. Subcommands
+//! to come (ci, tidy, compat, bench, ...) plug in the same way as `codegen`.
+
+mod codegen;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  codegen [--check] [SPEC_DIR]
+      Generate crates/protocol/src/{messages/,api.rs} from Kafka's JSON message
+      schemas (default SPEC_DIR: ../shared/kafka-specs/message relative to the
+      workspace root). --check fails if the committed files are out of date.
+  help
+      Print this message.";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "codegen" => codegen::run(&workspace_root()?, rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: xtask always sits directly below it, so this does not depend
+/// on the directory `cargo xtask` was started from.
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask manifest directory has no parent")
+}

@@ -1,1 +1,22 @@
-//! Sluice broker.
+//! The Sluice broker: Kafka listeners, request handlers and the node's topic state.
+//!
+//! `server` accepts connections, `connection` frames requests, `router` dispatches them
+//! to one module per API under `handlers`, which act on `topics` (the topic table) and
+//! each `partition`'s log from `sluice-storage`.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handlers;
+pub mod partition;
+pub mod router;
+pub mod server;
+pub mod topic_config;
+pub mod topic_store;
+pub mod topics;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use server::{start, RunningServer};

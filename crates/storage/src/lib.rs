@@ -1,1 +1,35 @@
-//! Sluice storage.
+//! Sluice storage: the partition log engine (Kafka's on-disk layout: segments, sparse
+//! offset and time indexes, checkpoints, recovery, retention).
+//!
+//! Synchronous by design: the broker calls it from blocking tasks. The entry points are
+//! [`PartitionLog`] (one partition) and [`LogManager`] (the partitions of a data
+//! directory). Record batches are stored exactly as received after offset assignment;
+//! only their v2 headers are interpreted (records only for timestamp lookups).
+
+mod batches;
+mod checkpoint;
+mod config;
+mod epoch_cache;
+mod error;
+mod fileio;
+mod index;
+mod locks;
+mod log;
+mod manager;
+mod record_scan;
+mod recovery;
+mod retention;
+mod scan;
+mod segment;
+mod time_index;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+pub use config::LogConfig;
+pub use epoch_cache::EpochEntry;
+pub use error::StorageError;
+pub use log::{AppendInfo, PartitionLog, ReadResult, RetentionOutcome};
+pub use manager::{validate_topic, LogManager, TopicPartition};

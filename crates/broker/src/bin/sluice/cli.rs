@@ -1,0 +1,130 @@
+//! Command-line flags of `sluice`, with Kafka's property names in the help and an
+//! `SLUICE_<NAME>` environment variable for each (for containers).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use sluice_broker::topic_config::BrokerLogDefaults;
+use sluice_broker::BrokerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker")]
+pub struct Cli {
+    /// Directory holding this node's logs and metadata.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+    /// Address the Kafka listener binds (host:port).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// Address given to clients in Metadata (host:port); defaults to --listen.
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// This node's id (`node.id`).
+    #[arg(long, env = "SLUICE_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+    /// Rack of this node (`broker.rack`).
+    #[arg(long, env = "SLUICE_RACK")]
+    pub rack: Option<String>,
+    /// Log filter, e.g. `info` or `sluice_broker=debug`.
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// `num.partitions`: partitions of auto-created topics.
+    #[arg(long, env = "SLUICE_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+    /// `default.replication.factor` (capped at the number of brokers).
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics_enable: bool,
+    /// `log.retention.ms` (-1: keep forever). Takes precedence over --log-retention-hours.
+    #[arg(long, env = "SLUICE_LOG_RETENTION_MS")]
+    pub log_retention_ms: Option<i64>,
+    /// `log.retention.hours`.
+    #[arg(long, env = "SLUICE_LOG_RETENTION_HOURS")]
+    pub log_retention_hours: Option<i64>,
+    /// `log.retention.bytes` per partition (-1: no limit).
+    #[arg(long, env = "SLUICE_LOG_RETENTION_BYTES")]
+    pub log_retention_bytes: Option<i64>,
+    /// `log.retention.check.interval.ms`.
+    #[arg(long, env = "SLUICE_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
+    pub log_retention_check_interval_ms: u64,
+    /// `log.segment.bytes`.
+    #[arg(long, env = "SLUICE_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<i64>,
+    /// `log.roll.ms`.
+    #[arg(long, env = "SLUICE_LOG_ROLL_MS")]
+    pub log_roll_ms: Option<i64>,
+    /// `log.flush.interval.messages`.
+    #[arg(long, env = "SLUICE_LOG_FLUSH_INTERVAL_MESSAGES")]
+    pub log_flush_interval_messages: Option<i64>,
+    /// `log.flush.interval.ms`.
+    #[arg(long, env = "SLUICE_LOG_FLUSH_INTERVAL_MS")]
+    pub log_flush_interval_ms: Option<i64>,
+    /// `log.cleanup.policy`.
+    #[arg(long, env = "SLUICE_LOG_CLEANUP_POLICY")]
+    pub log_cleanup_policy: Option<String>,
+    /// `log.message.timestamp.type` (CreateTime or LogAppendTime).
+    #[arg(long, env = "SLUICE_LOG_MESSAGE_TIMESTAMP_TYPE")]
+    pub log_message_timestamp_type: Option<String>,
+    /// `message.max.bytes`: largest record batch accepted.
+    #[arg(long, env = "SLUICE_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<i64>,
+    /// `min.insync.replicas`.
+    #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i64>,
+    /// `socket.request.max.bytes`: larger request frames close the connection.
+    #[arg(long, env = "SLUICE_SOCKET_REQUEST_MAX_BYTES", default_value_t = 104_857_600)]
+    pub socket_request_max_bytes: usize,
+    /// `max.connections`.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Responses a connection may have queued before the broker stops reading from it.
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 100)]
+    pub max_inflight_requests: usize,
+}
+
+impl Cli {
+    pub fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        let mut defaults = BrokerLogDefaults::default();
+        let mut set = |key: &str, v: Option<String>| -> anyhow::Result<()> {
+            if let Some(v) = v {
+                // Validate against the topic config the broker property supplies.
+                if let Some(def) = sluice_broker::topic_config::TOPIC_CONFIGS.iter().find(|d| d.broker_key == Some(key)) {
+                    sluice_broker::topic_config::validate_topic_config(def.name, &v)
+                        .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+                }
+                defaults.values.insert(key.to_string(), v);
+            }
+            Ok(())
+        };
+        let retention_ms = self.log_retention_ms.or(self.log_retention_hours.map(|h| h.saturating_mul(3_600_000)));
+        set("log.retention.ms", retention_ms.map(|v| v.to_string()))?;
+        set("log.retention.bytes", self.log_retention_bytes.map(|v| v.to_string()))?;
+        set("log.segment.bytes", self.log_segment_bytes.map(|v| v.to_string()))?;
+        set("log.roll.ms", self.log_roll_ms.map(|v| v.to_string()))?;
+        set("log.flush.interval.messages", self.log_flush_interval_messages.map(|v| v.to_string()))?;
+        set("log.flush.interval.ms", self.log_flush_interval_ms.map(|v| v.to_string()))?;
+        set("log.cleanup.policy", self.log_cleanup_policy)?;
+        set("log.message.timestamp.type", self.log_message_timestamp_type)?;
+        set("message.max.bytes", self.message_max_bytes.map(|v| v.to_string()))?;
+        set("min.insync.replicas", self.min_insync_replicas.map(|v| v.to_string()))?;
+        if self.num_partitions < 1 {
+            anyhow::bail!("--num-partitions must be at least 1");
+        }
+        let mut c = BrokerConfig::new(self.data_dir);
+        c.node_id = self.node_id;
+        c.listen = self.listen;
+        c.advertise = self.advertise;
+        c.rack = self.rack;
+        c.num_partitions = self.num_partitions;
+        c.default_replication_factor = self.default_replication_factor;
+        c.auto_create_topics_enable = self.auto_create_topics_enable;
+        c.log_defaults = defaults;
+        c.retention_check_interval_ms = self.log_retention_check_interval_ms;
+        c.socket_request_max_bytes = self.socket_request_max_bytes;
+        c.max_connections = self.max_connections;
+        c.max_inflight_requests = self.max_inflight_requests;
+        Ok(c)
+    }
+}

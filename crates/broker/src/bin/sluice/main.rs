@@ -1,0 +1,39 @@
+//! The `sluice` binary: parses flags (each also read from `SLUICE_*`), installs logging,
+//! runs one node until SIGINT/SIGTERM, then shuts it down cleanly.
+
+mod cli;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level).context("bad --log-level")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let config = cli.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: sluice_broker::BrokerConfig) -> anyhow::Result<()> {
+    let server = sluice_broker::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The node: configuration, identity, topics, and the background work (retention,
+//! flushing) that runs beside request handling.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::topic_store::load_or_init_identity;
+use crate::topics::Topics;
+
+/// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared state of one running node, handed to every connection.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub topics: Topics,
+    /// Host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+impl Broker {
+    /// Opens the data dir (creating it), checks the node identity and recovers every log.
+    pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::io(&config.data_dir, e))?;
+        let cluster_id = load_or_init_identity(&config.data_dir, config.node_id)?;
+        let topics = Topics::open(&config.data_dir, config.log_defaults.clone(), now_ms())?;
+        let advertise = config.advertise.clone().unwrap_or_else(|| config.listen.clone());
+        let (host, port) = split_host_port(&advertise)?;
+        // Advertising port 0 would be useless: use the port actually bound.
+        let port = if port == 0 { i32::from(bound_port) } else { port };
+        Ok(Self {
+            config,
+            cluster_id,
+            topics,
+            advertised_host: host,
+            advertised_port: port,
+        })
+    }
+
+    /// Retention and the `flush.ms` / recovery-point flusher, until shutdown.
+    pub fn spawn_background(self: &Arc<Self>, mut shutdown: broadcast::Receiver<()>) -> tokio::task::JoinHandle<()> {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut retention = tokio::time::interval(Duration::from_millis(broker.config.retention_check_interval_ms.max(1)));
+            let mut flush = tokio::time::interval(Duration::from_millis(broker.config.flush_check_interval_ms.max(1)));
+            loop {
+                tokio::select! {
+                    _ = retention.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.run_retention()).await;
+                    }
+                    _ = flush.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.run_time_flush()).await;
+                    }
+                    _ = shutdown.recv() => break,
+                }
+            }
+        })
+    }
+
+    fn run_retention(&self) {
+        let now = now_ms();
+        self.topics.for_each_partition(|topic, p| match p.log.apply_retention(now) {
+            Ok(outcome) => {
+                if outcome.deleted_segments > 0 {
+                    debug!(topic = %topic.name, partition = p.index, ?outcome, "retention deleted segments");
+                    p.notify();
+                }
+            }
+            Err(e) => warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed"),
+        });
+    }
+
+    fn run_time_flush(&self) {
+        let now = now_ms();
+        self.topics.for_each_partition(|topic, p| {
+            if let Err(e) = p.log.maybe_flush(now) {
+                warn!(topic = %topic.name, partition = p.index, error = %e, "flush failed");
+            }
+        });
+    }
+
+    /// Flushes and closes every log, writing checkpoints and the clean-shutdown marker.
+    pub fn close(&self) {
+        self.topics.for_each_partition(|topic, p| {
+            if let Err(e) = p.log.close() {
+                warn!(topic = %topic.name, partition = p.index, error = %e, "close failed");
+            }
+        });
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:9092`).
+pub fn split_host_port(s: &str) -> Result<(String, i32), BrokerError> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| BrokerError::Address(s.to_string()))?;
+    let port: u16 = port.parse().map_err(|_| BrokerError::Address(s.to_string()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err(BrokerError::Address(s.to_string()));
+    }
+    Ok((host, i32::from(port)))
+}

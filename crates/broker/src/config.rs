@@ -1,0 +1,62 @@
+//! The broker's own settings, as the `sluice` binary hands them over after parsing flags.
+
+use std::path::PathBuf;
+
+use crate::topic_config::BrokerLogDefaults;
+
+/// Everything a node needs to start. Built by the binary from flags / `SLUICE_*` env vars;
+/// tests build it directly.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// Address the Kafka listener binds, `host:port`.
+    pub listen: String,
+    /// Address advertised to clients in Metadata; defaults to the bound address.
+    pub advertise: Option<String>,
+    pub rack: Option<String>,
+    /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// Broker-level defaults of topic configs (`log.retention.ms`, `message.max.bytes`, ...).
+    pub log_defaults: BrokerLogDefaults,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// `log.flush.scheduler.interval.ms`-like cadence of the background flusher that
+    /// enforces `flush.ms` and advances recovery points.
+    pub flush_check_interval_ms: u64,
+    /// `socket.request.max.bytes`: larger frames are refused before allocation.
+    pub socket_request_max_bytes: usize,
+    /// `max.connections`: accepted connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// Responses queued per connection before the broker stops reading from it.
+    pub max_inflight_requests: usize,
+    /// Upper bound on `max_wait_ms` of a parked fetch, whatever a client asks.
+    pub fetch_max_wait_cap_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Kafka's defaults on 127.0.0.1:9092 with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_id: 1,
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:9092".to_string(),
+            advertise: None,
+            rack: None,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            log_defaults: BrokerLogDefaults::default(),
+            retention_check_interval_ms: 300_000,
+            flush_check_interval_ms: 1_000,
+            socket_request_max_bytes: 104_857_600,
+            max_connections: 10_000,
+            max_inflight_requests: 100,
+            fetch_max_wait_cap_ms: 30_000,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! AlterConfigs (key 33), v0-2: replaces a topic's whole set of overrides (the legacy,
+//! non-incremental semantics). Shared validation for IncrementalAlterConfigs too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use sluice_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::broker::Broker;
+use crate::topic_config::validate_topic_config;
+use crate::topics::AdminError;
+
+pub const VERSIONS: (i16, i16) = (0, 2);
+
+/// Checks and (unless `validate_only`) stores `overrides` as a topic's new override set.
+pub fn apply_topic_overrides(
+    broker: &Broker,
+    name: &str,
+    overrides: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    if broker.topics.get(name).is_none() {
+        return Err(AdminError::new(ErrorCode::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
+    }
+    for (k, v) in &overrides {
+        validate_topic_config(k, v).map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    broker.topics.set_overrides(name, overrides)
+}
+
+/// What both AlterConfigs APIs answer for a resource type they cannot change.
+pub fn check_resource(resource_type: i8, seen: &mut HashSet<(i8, String)>, name: &str) -> Result<(), AdminError> {
+    if !seen.insert((resource_type, name.to_string())) {
+        return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Duplicate resource {name} in request")));
+    }
+    match resource_type {
+        RESOURCE_TOPIC => Ok(()),
+        RESOURCE_BROKER => Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            "Dynamic broker configs are not supported yet; set them by flag",
+        )),
+        other => Err(AdminError::new(ErrorCode::InvalidRequest, format!("Unsupported resource type {other}"))),
+    }
+}
+
+pub fn result(resource_type: i8, resource_name: String, outcome: Result<(), AdminError>) -> AlterConfigsResourceResponse {
+    match outcome {
+        Ok(()) => AlterConfigsResourceResponse {
+            error_code: ErrorCode::None.code(),
+            error_message: None,
+            resource_type,
+            resource_name,
+        },
+        Err(e) => AlterConfigsResourceResponse {
+            error_code: e.code.code(),
+            error_message: Some(e.message),
+            resource_type,
+            resource_name,
+        },
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+    let mut seen = HashSet::new();
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let outcome = check_resource(r.resource_type, &mut seen, &r.resource_name).and_then(|()| {
+                let mut overrides = BTreeMap::new();
+                for c in r.configs {
+                    // A null value in the legacy API means "no override".
+                    if let Some(v) = c.value {
+                        if overrides.insert(c.name.clone(), v).is_some() {
+                            return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Duplicate config key {}", c.name)));
+                        }
+                    }
+                }
+                apply_topic_overrides(broker, &r.resource_name, overrides, req.validate_only)
+            });
+            result(r.resource_type, r.resource_name, outcome)
+        })
+        .collect();
+    AlterConfigsResponse {
+        responses,
+        ..Default::default()
+    }
+}

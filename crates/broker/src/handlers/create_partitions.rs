@@ -1,0 +1,59 @@
+//! CreatePartitions (key 37), v0-3: raises a topic's partition count.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use sluice_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use crate::broker::{now_ms, Broker};
+
+pub const VERSIONS: (i16, i16) = (0, 3);
+
+pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+    let mut seen = HashSet::new();
+    let dupes: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.clone()))
+        .map(|t| t.name.clone())
+        .collect();
+    let node = broker.config.node_id;
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let outcome = if dupes.contains(&t.name) {
+                Err((ErrorCode::InvalidRequest, "Duplicate topic in request.".to_string()))
+            } else if t
+                .assignments
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|b| *b != node)))
+            {
+                Err((ErrorCode::InvalidReplicaAssignment, "Assignment names an unknown broker.".to_string()))
+            } else {
+                broker
+                    .topics
+                    .add_partitions(&t.name, t.count, req.validate_only, now_ms())
+                    .map_err(|e| (e.code, e.message))
+            };
+            match outcome {
+                Ok(()) => CreatePartitionsTopicResult {
+                    name: t.name,
+                    error_code: ErrorCode::None.code(),
+                    error_message: None,
+                },
+                Err((code, msg)) => CreatePartitionsTopicResult {
+                    name: t.name,
+                    error_code: code.code(),
+                    error_message: Some(msg),
+                },
+            }
+        })
+        .collect();
+    CreatePartitionsResponse {
+        results,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,57 @@
+//! DeleteTopics (key 20), v0-6: by name, and from v6 by topic ID.
+
+use std::sync::Arc;
+
+use sluice_protocol::codec::Uuid;
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::delete_topics_response::DeletableTopicResult;
+use sluice_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+
+use crate::broker::Broker;
+
+pub const VERSIONS: (i16, i16) = (0, 6);
+
+pub fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+    } else {
+        req.topic_names.into_iter().map(|n| (Some(n), Uuid::ZERO)).collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| delete_one(broker, name, id))
+        .collect();
+    DeleteTopicsResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> DeletableTopicResult {
+    let fail = |name: Option<String>, id: Uuid, code: ErrorCode, msg: &str| DeletableTopicResult {
+        name,
+        topic_id: id,
+        error_code: code.code(),
+        error_message: Some(msg.to_string()),
+    };
+    let resolved = match (&name, id == Uuid::ZERO) {
+        (Some(_), false) => {
+            return fail(name, id, ErrorCode::InvalidRequest, "Topic name and topic ID cannot both be specified.")
+        }
+        (Some(n), true) => n.clone(),
+        (None, false) => match broker.topics.get_by_id(&id) {
+            Some(t) => t.name.clone(),
+            None => return fail(None, id, ErrorCode::UnknownTopicId, "This server does not host this topic ID."),
+        },
+        (None, true) => return fail(None, id, ErrorCode::InvalidRequest, "Neither topic name nor topic ID was specified."),
+    };
+    match broker.topics.delete(&resolved) {
+        Ok(deleted_id) => DeletableTopicResult {
+            name: Some(resolved),
+            topic_id: deleted_id,
+            error_code: ErrorCode::None.code(),
+            error_message: None,
+        },
+        Err(e) => fail(Some(resolved), id, e.code, &e.message),
+    }
+}

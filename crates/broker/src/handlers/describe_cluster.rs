@@ -1,0 +1,43 @@
+//! DescribeCluster (key 60), v0-1: cluster id, controller and brokers.
+
+use std::sync::Arc;
+
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use sluice_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+
+use super::authorized_ops;
+use crate::broker::Broker;
+
+pub const VERSIONS: (i16, i16) = (0, 1);
+
+/// KIP-919 endpoint types: brokers (1) or controllers (2).
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
+    if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
+        return DescribeClusterResponse {
+            error_code: ErrorCode::UnsupportedEndpointType.code(),
+            error_message: Some("The broker listener only describes brokers".into()),
+            endpoint_type: req.endpoint_type,
+            cluster_id: broker.cluster_id.clone(),
+            ..Default::default()
+        };
+    }
+    DescribeClusterResponse {
+        cluster_id: broker.cluster_id.clone(),
+        controller_id: broker.config.node_id,
+        brokers: vec![DescribeClusterBroker {
+            broker_id: broker.config.node_id,
+            host: broker.advertised_host.clone(),
+            port: broker.advertised_port,
+            rack: broker.config.rack.clone(),
+        }],
+        cluster_authorized_operations: if req.include_cluster_authorized_operations {
+            authorized_ops::CLUSTER
+        } else {
+            authorized_ops::NOT_REQUESTED
+        },
+        ..Default::default()
+    }
+}

@@ -1,0 +1,190 @@
+//! Fetch (key 1), v4-17, for consumers: whole batches below the high watermark, long
+//! polling until `min_bytes` is met or `max_wait_ms` passes, woken by appends.
+//!
+//! Fetch sessions (KIP-227) are declined by answering session id 0, which every client
+//! treats as "send full fetch requests"; that is allowed by the protocol and keeps the
+//! broker stateless per connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use sluice_protocol::codec::Uuid;
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::fetch_request::FetchPartition;
+use sluice_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use sluice_protocol::messages::{FetchRequest, FetchResponse};
+use sluice_storage::StorageError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+use crate::topics::Topic;
+
+/// Fetch v4 is the first with `isolation_level` and v2 record batches only.
+pub const VERSIONS: (i16, i16) = (4, 17);
+
+/// Which topic a request entry names: by name before v13, by ID from v13.
+struct Wanted {
+    name: String,
+    id: Uuid,
+    partitions: Vec<FetchPartition>,
+}
+
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    // A client continuing a session we never created: tell it to start over.
+    if req.session_id != 0 || req.session_epoch > 0 {
+        return FetchResponse {
+            error_code: ErrorCode::FetchSessionIdNotFound.code(),
+            ..Default::default()
+        };
+    }
+    let use_ids = version >= 13;
+    let wanted: Vec<Wanted> = req
+        .topics
+        .into_iter()
+        .map(|t| Wanted {
+            name: t.topic,
+            id: t.topic_id,
+            partitions: t.partitions,
+        })
+        .collect();
+    let read_committed = req.isolation_level == 1;
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let wait_ms = u64::try_from(req.max_wait_ms).unwrap_or(0).min(broker.config.fetch_max_wait_cap_ms);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        let topics: Vec<Option<Arc<Topic>>> = wanted
+            .iter()
+            .map(|w| if use_ids { broker.topics.get_by_id(&w.id) } else { broker.topics.get(&w.name) })
+            .collect();
+        // Subscribe before reading, so an append between the read and the wait still
+        // wakes us.
+        let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
+        for (w, t) in wanted.iter().zip(&topics) {
+            if let Some(t) = t {
+                for fp in &w.partitions {
+                    if let Some(p) = t.partition(fp.partition) {
+                        watchers.push(p.subscribe());
+                    }
+                }
+            }
+        }
+        let (responses, bytes, errors) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+        let done = bytes >= min_bytes || errors || wait_ms == 0 || watchers.is_empty() || Instant::now() >= deadline;
+        if done {
+            return FetchResponse {
+                responses,
+                ..Default::default()
+            };
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            // Deadline passed: answer with whatever is there now.
+            let (responses, _, _) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+            return FetchResponse {
+                responses,
+                ..Default::default()
+            };
+        }
+    }
+}
+
+/// Reads every requested partition once. Returns the topics, the record bytes and
+/// whether any partition failed (an error answers the fetch at once, as in Kafka).
+fn read_all(
+    wanted: &[Wanted],
+    topics: &[Option<Arc<Topic>>],
+    use_ids: bool,
+    read_committed: bool,
+    max_bytes: usize,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut out = Vec::with_capacity(wanted.len());
+    for (w, topic) in wanted.iter().zip(topics) {
+        let mut partitions = Vec::with_capacity(w.partitions.len());
+        for fp in &w.partitions {
+            let part = topic.as_ref().and_then(|t| t.partition(fp.partition));
+            let data = match (topic, part) {
+                (None, _) if use_ids => error_partition(fp.partition, ErrorCode::UnknownTopicId),
+                (_, None) => error_partition(fp.partition, ErrorCode::UnknownTopicOrPartition),
+                (_, Some(p)) => {
+                    // KIP-74: the first partition with data may exceed the limits by
+                    // one whole batch so that a large batch can never wedge a consumer.
+                    let budget = max_bytes.saturating_sub(total);
+                    let limit = budget.min(usize::try_from(fp.partition_max_bytes).unwrap_or(0));
+                    read_partition(p, fp, limit, total == 0, read_committed)
+                }
+            };
+            if data.error_code != ErrorCode::None.code() {
+                errors = true;
+            }
+            total += data.records.as_ref().map_or(0, Bytes::len);
+            partitions.push(data);
+        }
+        out.push(FetchableTopicResponse {
+            topic: if use_ids { String::new() } else { w.name.clone() },
+            topic_id: if use_ids { w.id } else { Uuid::ZERO },
+            partitions,
+        });
+    }
+    (out, total, errors)
+}
+
+fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
+    PartitionData {
+        partition_index: index,
+        error_code: code.code(),
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Some(Bytes::new()),
+        ..Default::default()
+    }
+}
+
+fn read_partition(p: &Partition, fp: &FetchPartition, limit: usize, min_one: bool, read_committed: bool) -> PartitionData {
+    if let Some(code) = check_leader_epoch(p, fp.current_leader_epoch) {
+        return error_partition(fp.partition, code);
+    }
+    let hw = p.high_watermark();
+    let log_start = p.log.log_start_offset();
+    let base = PartitionData {
+        partition_index: fp.partition,
+        high_watermark: hw,
+        last_stable_offset: hw,
+        log_start_offset: log_start,
+        // Aborted transactions are listed only for read_committed; null otherwise.
+        aborted_transactions: read_committed.then(Vec::new),
+        ..Default::default()
+    };
+    match p.log.read(fp.fetch_offset, limit, hw, min_one) {
+        Ok(r) => PartitionData {
+            records: Some(r.records),
+            ..base
+        },
+        // As Kafka, offsets and watermarks are unknown (-1) alongside an error.
+        Err(StorageError::OffsetOutOfRange { .. }) => error_partition(fp.partition, ErrorCode::OffsetOutOfRange),
+        Err(e) => {
+            tracing::warn!(error = %e, partition = fp.partition, "fetch read failed");
+            error_partition(fp.partition, ErrorCode::KafkaStorageError)
+        }
+    }
+}
+
+/// KIP-320: a client that knows a newer epoch than ours is ahead of this broker
+/// (UNKNOWN_LEADER_EPOCH, retry); one that knows an older epoch is fenced.
+pub fn check_leader_epoch(p: &Partition, current_leader_epoch: i32) -> Option<ErrorCode> {
+    if current_leader_epoch < 0 {
+        return None;
+    }
+    match current_leader_epoch.cmp(&p.leader_epoch) {
+        std::cmp::Ordering::Greater => Some(ErrorCode::UnknownLeaderEpoch),
+        std::cmp::Ordering::Less => Some(ErrorCode::FencedLeaderEpoch),
+        std::cmp::Ordering::Equal => None,
+    }
+}

@@ -1,0 +1,66 @@
+//! One module per Kafka API, each stating the versions it serves.
+//!
+//! Versions follow DESIGN section 2: every version in Kafka's schemas that works with
+//! the v2 record format (Produce v3+, Fetch v4+), none marked `latestVersionUnstable`,
+//! and exactly what ApiVersions advertises.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod describe_log_dirs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use sluice_protocol::api::ApiKey;
+
+/// Every API this broker serves with its (min, max) version, as ApiVersions advertises.
+pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
+    (ApiKey::Produce, produce::VERSIONS),
+    (ApiKey::Fetch, fetch::VERSIONS),
+    (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::ApiVersions, api_versions::VERSIONS),
+    (ApiKey::CreateTopics, create_topics::VERSIONS),
+    (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::DeleteRecords, delete_records::VERSIONS),
+    (ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS),
+    (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::AlterConfigs, alter_configs::VERSIONS),
+    (ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+    (ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    (ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+];
+
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _)| *k == api).map(|(_, v)| *v)
+}
+
+/// Kafka's "authorized operations" bitfields when no authorizer is configured: every
+/// operation the resource type supports (ACLs arrive with the security work).
+pub mod authorized_ops {
+    const fn bits(ops: &[u8]) -> i32 {
+        let mut v = 0i32;
+        let mut i = 0;
+        while i < ops.len() {
+            v |= 1 << ops[i];
+            i += 1;
+        }
+        v
+    }
+    /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+    pub const TOPIC: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+    /// CREATE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALTER, DESCRIBE.
+    pub const CLUSTER: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+    /// The value Kafka sends when the client did not ask for authorized operations.
+    pub const NOT_REQUESTED: i32 = i32::MIN;
+}

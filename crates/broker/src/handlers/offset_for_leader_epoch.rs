@@ -1,0 +1,65 @@
+//! OffsetForLeaderEpoch (key 23), v0-4 (KIP-101/279/320): the end offset of a leader
+//! epoch, from the partition's leader-epoch cache. Consumers use it to detect log
+//! truncation after a leader change; followers use it before fetching.
+
+use std::sync::Arc;
+
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use sluice_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+
+use super::fetch::check_leader_epoch;
+use crate::broker::Broker;
+
+pub const VERSIONS: (i16, i16) = (0, 4);
+
+pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest, _version: i16) -> OffsetForLeaderEpochResponse {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.topic);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|op| {
+                    let fail = |code: ErrorCode| EpochEndOffset {
+                        error_code: code.code(),
+                        partition: op.partition,
+                        leader_epoch: -1,
+                        end_offset: -1,
+                    };
+                    let Some(p) = topic.as_ref().and_then(|tp| tp.partition(op.partition)) else {
+                        return fail(ErrorCode::UnknownTopicOrPartition);
+                    };
+                    if let Some(code) = check_leader_epoch(p, op.current_leader_epoch) {
+                        return fail(code);
+                    }
+                    match p.log.end_offset_for_epoch(op.leader_epoch) {
+                        Some((epoch, end)) => EpochEndOffset {
+                            error_code: ErrorCode::None.code(),
+                            partition: op.partition,
+                            leader_epoch: epoch,
+                            end_offset: end,
+                        },
+                        // Unknown epoch (older than anything cached): Kafka's UNDEFINED.
+                        None => EpochEndOffset {
+                            error_code: ErrorCode::None.code(),
+                            partition: op.partition,
+                            leader_epoch: -1,
+                            end_offset: -1,
+                        },
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult {
+                topic: t.topic,
+                partitions,
+            }
+        })
+        .collect();
+    OffsetForLeaderEpochResponse {
+        topics,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,188 @@
+//! Produce (key 0), v3-11: validates each partition's record batch, assigns offsets and
+//! appends it. acks=0 gets no response (and, as in Kafka, a connection close if any
+//! partition failed, since that is the only way such a producer learns of it).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use sluice_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_protocol::records::{set_log_append_time, verify_crc, BatchIter, RecordsError};
+use tracing::warn;
+
+use crate::broker::{now_ms, Broker};
+use crate::error::BrokerError;
+use crate::topic_config::TopicConfig;
+
+/// Produce v3 is the first that carries only v2 record batches.
+pub const VERSIONS: (i16, i16) = (3, 11);
+
+/// `Ok(None)`: acks=0 and all went well, send nothing. `Err`: close the connection.
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Result<Option<ProduceResponse>, BrokerError> {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for td in req.topic_data {
+        let topic = broker.topics.get(&td.name);
+        let mut partition_responses = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            let result = if !valid_acks {
+                Err(Failure::new(ErrorCode::InvalidRequiredAcks, None))
+            } else {
+                match topic.as_ref().and_then(|t| t.partition(pd.index).map(|p| (t, p))) {
+                    None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
+                    Some((t, p)) => append(t.config.clone(), p, pd.records),
+                }
+            };
+            partition_responses.push(match result {
+                Ok(ok) => PartitionProduceResponse {
+                    index: pd.index,
+                    error_code: ErrorCode::None.code(),
+                    base_offset: ok.base_offset,
+                    log_append_time_ms: ok.log_append_time,
+                    log_start_offset: ok.log_start_offset,
+                    ..Default::default()
+                },
+                Err(f) => {
+                    any_error = true;
+                    PartitionProduceResponse {
+                        index: pd.index,
+                        error_code: f.code.code(),
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                        error_message: f.message,
+                        ..Default::default()
+                    }
+                }
+            });
+        }
+        responses.push(TopicProduceResponse {
+            name: td.name,
+            partition_responses,
+        });
+    }
+    if acks == 0 {
+        if any_error {
+            return Err(BrokerError::Metadata("acks=0 produce failed; closing connection".into()));
+        }
+        return Ok(None);
+    }
+    Ok(Some(ProduceResponse {
+        responses,
+        ..Default::default()
+    }))
+}
+
+struct Appended {
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+}
+
+struct Failure {
+    code: ErrorCode,
+    message: Option<String>,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: Option<String>) -> Self {
+        Self { code, message }
+    }
+}
+
+fn corrupt(e: RecordsError) -> Failure {
+    Failure::new(ErrorCode::CorruptMessage, Some(e.to_string()))
+}
+
+fn append(config: TopicConfig, partition: &crate::partition::Partition, records: Option<Bytes>) -> Result<Appended, Failure> {
+    let records = records.ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
+    let now = now_ms();
+    let header = validate(&config, &records, now)?;
+    // The frame buffer is shared, so the batch is copied once into a buffer we own
+    // before its header is rewritten in place (base offset, leader epoch, timestamps).
+    let mut batch = BytesMut::from(&records[..header.total_size()]);
+    let log_append_time = if config.log_append_time {
+        set_log_append_time(&mut batch, now).map_err(corrupt)?;
+        now
+    } else {
+        -1
+    };
+    let info = partition.append(&mut batch, now).map_err(|e| {
+        warn!(error = %e, "append failed");
+        Failure::new(ErrorCode::KafkaStorageError, Some(e.to_string()))
+    })?;
+    Ok(Appended {
+        base_offset: info.first_offset,
+        log_append_time,
+        log_start_offset: info.log_start_offset,
+    })
+}
+
+/// Kafka's checks on a produced record set (LogValidator), at the batch header level.
+fn validate(config: &TopicConfig, records: &Bytes, now: i64) -> Result<sluice_protocol::records::RecordBatchHeader, Failure> {
+    let mut iter = BatchIter::new(records);
+    let (header, _) = match iter.next() {
+        None => return Err(Failure::new(ErrorCode::InvalidRecord, Some("empty record set".into()))),
+        Some(Err(RecordsError::UnsupportedMagic(m))) => {
+            return Err(Failure::new(
+                ErrorCode::UnsupportedForMessageFormat,
+                Some(format!("produce v3+ requires record batch magic 2, got {m}")),
+            ))
+        }
+        Some(Err(e)) => return Err(corrupt(e)),
+        Some(Ok(h)) => h,
+    };
+    if iter.next().is_some() {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            Some("Produce requests with version 3 and above must contain exactly one record batch".into()),
+        ));
+    }
+    if header.total_size() as i64 > config.max_message_bytes {
+        return Err(Failure::new(
+            ErrorCode::MessageTooLarge,
+            Some(format!(
+                "The request included a message larger than the max message size the server will accept ({} > {})",
+                header.total_size(),
+                config.max_message_bytes
+            )),
+        ));
+    }
+    verify_crc(records).map_err(corrupt)?;
+    if header.records_count <= 0 || i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1 {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            Some("record count does not match the batch's last offset delta".into()),
+        ));
+    }
+    if header.is_control() {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            Some("clients may not produce control batches".into()),
+        ));
+    }
+    if !config.log_append_time {
+        // Header-level bounds: the first record's timestamp and the batch maximum.
+        for ts in [header.base_timestamp, header.max_timestamp] {
+            if ts < 0 {
+                continue; // no timestamp (-1) is allowed, as in Kafka
+            }
+            let too_old = now.saturating_sub(ts) > config.timestamp_before_max_ms;
+            let too_new = ts.saturating_sub(now) > config.timestamp_after_max_ms;
+            if too_old || too_new {
+                return Err(Failure::new(
+                    ErrorCode::InvalidTimestamp,
+                    Some(format!(
+                        "Timestamp {ts} of message is out of range. The timestamp should be within [{}, {}]",
+                        now.saturating_sub(config.timestamp_before_max_ms),
+                        now.saturating_add(config.timestamp_after_max_ms)
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(header)
+}

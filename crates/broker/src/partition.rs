@@ -1,0 +1,82 @@
+//! One partition replica hosted by this node: its log plus the high-watermark signal
+//! that parked fetches wait on.
+
+use std::path::Path;
+
+use sluice_storage::{AppendInfo, LogConfig, PartitionLog, StorageError};
+use tokio::sync::watch;
+
+use crate::topic_config::TopicConfig;
+
+/// A partition this node leads. On a single node the high watermark is the log end
+/// offset right after each append; replication (later) moves it separately.
+#[derive(Debug)]
+pub struct Partition {
+    pub index: i32,
+    pub log: PartitionLog,
+    /// The current leader epoch, stamped into every batch this leader appends.
+    pub leader_epoch: i32,
+    /// Publishes the high watermark. A fetch parked for `min_bytes` subscribes and wakes
+    /// on the next change: event-driven, no timer polling.
+    hw: watch::Sender<i64>,
+}
+
+/// Maps a topic's effective config onto the storage engine's settings.
+pub fn log_config(cfg: &TopicConfig) -> LogConfig {
+    let mut lc = LogConfig::default();
+    // Int-typed Kafka configs are validated to fit an i32 before they are stored.
+    let int = |v: i64| i32::try_from(v).unwrap_or(i32::MAX);
+    lc.segment_bytes = int(cfg.segment_bytes);
+    lc.segment_ms = cfg.segment_ms;
+    lc.segment_index_bytes = int(cfg.segment_index_bytes);
+    lc.index_interval_bytes = int(cfg.index_interval_bytes);
+    lc.retention_ms = cfg.retention_ms;
+    lc.retention_bytes = cfg.retention_bytes;
+    lc.flush_messages = cfg.flush_messages;
+    lc.flush_ms = cfg.flush_ms;
+    lc
+}
+
+impl Partition {
+    pub fn open(dir: &Path, index: i32, cfg: &TopicConfig, now_ms: i64) -> Result<Self, StorageError> {
+        let log = PartitionLog::open(dir, log_config(cfg), now_ms)?;
+        // Single node: everything recovered is committed.
+        let leo = log.log_end_offset();
+        log.set_high_watermark(leo);
+        let (hw, _) = watch::channel(leo);
+        Ok(Self {
+            index,
+            log,
+            leader_epoch: 0,
+            hw,
+        })
+    }
+
+    /// Appends validated batches as leader, then publishes the new high watermark.
+    pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let info = self.log.append_as_leader(batches, self.leader_epoch, now_ms)?;
+        let leo = self.log.log_end_offset();
+        self.log.set_high_watermark(leo);
+        self.hw.send_replace(leo);
+        Ok(info)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+
+    /// A receiver that sees every later high-watermark change.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// Re-publishes the watermark so parked fetches re-evaluate (after DeleteRecords,
+    /// truncation or deletion, which change what a fetch would see).
+    pub fn notify(&self) {
+        self.hw.send_modify(|_| {});
+    }
+
+    pub fn apply_config(&self, cfg: &TopicConfig) -> Result<(), StorageError> {
+        self.log.set_config(log_config(cfg))
+    }
+}

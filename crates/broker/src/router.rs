@@ -1,0 +1,88 @@
+//! Dispatches one request frame to its API's handler by api key and version, and
+//! encodes the response frame.
+//!
+//! An api key we do not serve, or a version outside the range we advertise, closes the
+//! connection, as Kafka does for requests it cannot parse; ApiVersions alone answers an
+//! unknown version (with v0 and UNSUPPORTED_VERSION) so clients can negotiate.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::api::ApiKey;
+use sluice_protocol::codec::{Decode, Encode};
+use sluice_protocol::frame::{decode_request_header, encode_response, ParsedHeader};
+use tracing::{debug, Instrument};
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::handlers::{self, supported_versions};
+
+/// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
+pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Bytes>, BrokerError> {
+    let header = decode_request_header(&mut frame)?;
+    let span = tracing::debug_span!(
+        "request",
+        api = header.api_key,
+        v = header.api_version,
+        corr = header.correlation_id,
+        client = header.client_id.as_deref().unwrap_or("")
+    );
+    dispatch(broker, header, frame).instrument(span).await
+}
+
+fn unsupported(header: &ParsedHeader) -> BrokerError {
+    BrokerError::UnsupportedApi {
+        api_key: header.api_key,
+        version: header.api_version,
+    }
+}
+
+fn decode<M: Decode>(body: &mut Bytes, version: i16) -> Result<M, BrokerError> {
+    Ok(M::decode(body, version)?)
+}
+
+fn respond<M: Encode>(api: ApiKey, header: &ParsedHeader, body: &M) -> Result<Option<Bytes>, BrokerError> {
+    let v = header.api_version;
+    Ok(Some(encode_response(
+        header.correlation_id,
+        api.response_header_version(v),
+        body,
+        v,
+    )?))
+}
+
+async fn dispatch(broker: &Arc<Broker>, header: ParsedHeader, mut body: Bytes) -> Result<Option<Bytes>, BrokerError> {
+    let api = ApiKey::from_i16(header.api_key).ok_or_else(|| unsupported(&header))?;
+    let v = header.api_version;
+    if api == ApiKey::ApiVersions {
+        return handlers::api_versions::handle(&header, &mut body);
+    }
+    match supported_versions(api) {
+        Some((min, max)) if (min..=max).contains(&v) => {}
+        _ => {
+            debug!(api = api.name(), version = v, "closing connection: api/version not served");
+            return Err(unsupported(&header));
+        }
+    }
+    let b = broker;
+    match api {
+        ApiKey::Metadata => respond(api, &header, &handlers::metadata::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::Produce => match handlers::produce::handle(b, decode(&mut body, v)?, v).await? {
+            Some(resp) => respond(api, &header, &resp),
+            None => Ok(None),
+        },
+        ApiKey::Fetch => respond(api, &header, &handlers::fetch::handle(b, decode(&mut body, v)?, v).await),
+        ApiKey::ListOffsets => respond(api, &header, &handlers::list_offsets::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::CreateTopics => respond(api, &header, &handlers::create_topics::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::DeleteTopics => respond(api, &header, &handlers::delete_topics::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::CreatePartitions => respond(api, &header, &handlers::create_partitions::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::DescribeConfigs => respond(api, &header, &handlers::describe_configs::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::AlterConfigs => respond(api, &header, &handlers::alter_configs::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::IncrementalAlterConfigs => respond(api, &header, &handlers::incremental_alter_configs::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::DescribeCluster => respond(api, &header, &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::DeleteRecords => respond(api, &header, &handlers::delete_records::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::OffsetForLeaderEpoch => respond(api, &header, &handlers::offset_for_leader_epoch::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::DescribeLogDirs => respond(api, &header, &handlers::describe_log_dirs::handle(b, decode(&mut body, v)?, v)),
+        _ => Err(unsupported(&header)),
+    }
+}

@@ -1,0 +1,79 @@
+//! Splitting an append's buffer into whole batches, and the per-batch facts the log keeps.
+
+use sluice_protocol::records::{
+    verify_crc, BatchIter, RecordBatchHeader, RecordsError, TimestampType,
+};
+
+use crate::error::StorageError;
+
+/// What the log needs to know about one batch it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchInfo {
+    /// Position within the buffer (or segment) the batch came from.
+    pub position: u64,
+    pub size: u64,
+    pub base_offset: i64,
+    pub last_offset_delta: i32,
+    pub max_timestamp: i64,
+    pub log_append_time: bool,
+    pub leader_epoch: i32,
+}
+
+impl BatchInfo {
+    pub(crate) fn from_header(h: &RecordBatchHeader, position: u64) -> Self {
+        Self {
+            position,
+            size: h.total_size() as u64,
+            base_offset: h.base_offset,
+            last_offset_delta: h.last_offset_delta,
+            max_timestamp: h.max_timestamp,
+            log_append_time: h.timestamp_type() == TimestampType::LogAppendTime,
+            leader_epoch: h.partition_leader_epoch,
+        }
+    }
+
+    pub(crate) fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    /// Offset we record for the batch's largest timestamp without decoding records. With
+    /// LogAppendTime every record carries the batch timestamp, so the first record is the
+    /// first with the maximum; with CreateTime producers write non-decreasing timestamps,
+    /// so the last record normally holds it (Kafka's "shallow" offset of max timestamp).
+    /// [`crate::record_scan`] refines this when a query needs the exact record.
+    pub(crate) fn offset_of_max_timestamp(&self) -> i64 {
+        if self.log_append_time {
+            self.base_offset
+        } else {
+            self.last_offset()
+        }
+    }
+}
+
+/// Splits `buf` into whole batches. Any malformed or partial batch, a negative
+/// `lastOffsetDelta`, or (if `check_crc`) a CRC mismatch fails the whole append.
+pub(crate) fn parse_batches(buf: &[u8], check_crc: bool) -> Result<Vec<BatchInfo>, StorageError> {
+    let mut out = Vec::new();
+    for item in BatchIter::new(buf) {
+        let (header, position) = item?;
+        if header.last_offset_delta < 0 {
+            return Err(RecordsError::CorruptRecord("negative lastOffsetDelta").into());
+        }
+        if check_crc {
+            // BatchIter only yields batches that lie wholly inside `buf`.
+            let whole = buf
+                .get(position..position + header.total_size())
+                .unwrap_or(&[]);
+            verify_crc(whole)?;
+        }
+        out.push(BatchInfo::from_header(&header, position as u64));
+    }
+    if out.is_empty() {
+        return Err(StorageError::EmptyAppend);
+    }
+    Ok(out)
+}

@@ -1,0 +1,175 @@
+//! Per-topic log settings, with Kafka's names and defaults (the broker parses them).
+
+use sluice_protocol::records::HEADER_SIZE;
+
+use crate::error::StorageError;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The topic-level configs the log engine honours. Field names map one to one onto
+/// Kafka's (`segment_bytes` is `segment.bytes`, ...), and so do the types and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment before it would exceed this size.
+    pub segment_bytes: i32,
+    /// `segment.ms`: roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: size limit of each index file (a full index rolls the segment).
+    pub segment_index_bytes: i32,
+    /// `index.interval.bytes`: log bytes between two offset-index entries.
+    pub index_interval_bytes: i32,
+    /// `retention.ms`: delete segments whose newest record is older; -1 means forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete the oldest segments while the log is larger; -1 means no limit.
+    pub retention_bytes: i64,
+    /// `flush.messages`: fsync once this many messages are unflushed (default: never).
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync once the last flush is this old (default: never).
+    pub flush_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * DAY_MS,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: -1,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the ranges Kafka enforces, except that `segment.bytes` may be as small as
+    /// one batch header (Kafka's minimum is 1 MiB; tests want tiny segments).
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let checks: [(bool, &str); 8] = [
+            (
+                self.segment_bytes >= HEADER_SIZE as i32,
+                "segment.bytes must be at least 61",
+            ),
+            (self.segment_ms >= 1, "segment.ms must be at least 1"),
+            (
+                self.segment_index_bytes >= 12,
+                "segment.index.bytes must be at least 12",
+            ),
+            (
+                self.index_interval_bytes >= 0,
+                "index.interval.bytes must not be negative",
+            ),
+            (self.retention_ms >= -1, "retention.ms must be -1 or more"),
+            (
+                self.retention_bytes >= -1,
+                "retention.bytes must be -1 or more",
+            ),
+            (
+                self.flush_messages >= 1,
+                "flush.messages must be at least 1",
+            ),
+            (self.flush_ms >= 0, "flush.ms must not be negative"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(StorageError::InvalidConfig((*msg).to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Most offset-index entries a segment may hold (8 bytes each).
+    pub(crate) fn max_index_entries(&self) -> usize {
+        (self.segment_index_bytes.max(0) as usize) / crate::index::OFFSET_ENTRY_SIZE
+    }
+
+    /// Most time-index entries a segment may hold (12 bytes each).
+    pub(crate) fn max_time_index_entries(&self) -> usize {
+        (self.segment_index_bytes.max(0) as usize) / crate::time_index::TIME_ENTRY_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = LogConfig::default();
+        assert_eq!(c.segment_bytes, 1_073_741_824);
+        assert_eq!(c.segment_ms, 604_800_000);
+        assert_eq!(c.segment_index_bytes, 10_485_760);
+        assert_eq!(c.index_interval_bytes, 4096);
+        assert_eq!(c.retention_ms, 604_800_000);
+        assert_eq!(c.retention_bytes, -1);
+        assert_eq!(c.flush_messages, i64::MAX);
+        assert_eq!(c.flush_ms, i64::MAX);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.max_index_entries(), 1_310_720);
+    }
+
+    #[test]
+    fn validate_rejects_out_of_range() {
+        let cases: Vec<(LogConfig, bool)> = vec![
+            (
+                LogConfig {
+                    segment_bytes: 60,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    segment_bytes: 61,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LogConfig {
+                    segment_ms: 0,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    retention_ms: -2,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    retention_ms: -1,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LogConfig {
+                    retention_bytes: -1,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LogConfig {
+                    flush_messages: 0,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    segment_index_bytes: 8,
+                    ..Default::default()
+                },
+                false,
+            ),
+        ];
+        for (cfg, ok) in cases {
+            assert_eq!(cfg.validate().is_ok(), ok, "{cfg:?}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The crate's one error type, [`StorageError`], and a helper to attach context to I/O errors.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sluice_protocol::records::RecordsError;
+
+/// Everything that can go wrong in the log engine.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An operating-system I/O failure, with what we were doing when it happened.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A fetch, DeleteRecords or similar asked for an offset outside the log.
+    #[error("offset {requested} is out of range (log start offset {start}, log end offset {end})")]
+    OffsetOutOfRange {
+        requested: i64,
+        start: i64,
+        end: i64,
+    },
+    /// Stored data that does not make sense (and cannot be repaired in place).
+    #[error("corrupt data in {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    /// A batch handed to an append does not parse as a v2 record batch.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] RecordsError),
+    /// A follower append whose offsets do not follow the log (or each other).
+    #[error("non-monotonic offset: batch base offset {base} is below the expected {expected}")]
+    NonMonotonicOffset { expected: i64, base: i64 },
+    /// An append that could never fit in one segment (Kafka's RECORD_LIST_TOO_LARGE).
+    #[error("append of {size} bytes exceeds segment.bytes ({max})")]
+    BatchTooLarge { size: usize, max: usize },
+    /// An append with no batch in it.
+    #[error("append contains no record batch")]
+    EmptyAppend,
+    /// A [`crate::LogConfig`] value outside Kafka's allowed range.
+    #[error("invalid log config: {0}")]
+    InvalidConfig(String),
+    /// A topic name that Kafka would reject (and that could escape the data directory).
+    #[error("invalid topic name {0:?}")]
+    InvalidTopicName(String),
+    /// The log was closed or deleted; it accepts no more writes.
+    #[error("log {0} is closed")]
+    Closed(PathBuf),
+}
+
+impl StorageError {
+    pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Attaches a lazily built context string to an [`io::Result`].
+pub(crate) trait IoContext<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError::Io {
+            context: f(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! A deliberately simple blocking Kafka client over one TCP connection, for tests that
+//! must send exact requests (every API version, malformed frames) and read raw answers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::api::ApiKey;
+use sluice_protocol::codec::{Decode, Encode};
+use sluice_protocol::frame::encode_request;
+
+pub struct RawClient {
+    pub stream: TcpStream,
+    next_correlation: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            next_correlation: 1,
+        }
+    }
+
+    /// Sends `req` as `api` at `version` and decodes the response (checking the
+    /// correlation id and that the whole body was consumed).
+    pub fn call<Req: Encode, Resp: Decode>(&mut self, api: ApiKey, version: i16, req: &Req) -> Resp {
+        let corr = self.send(api, version, req);
+        let mut body = self.read_frame().expect("response frame");
+        let header_version = api.response_header_version(version);
+        let got = i32::from_be_bytes(body[..4].try_into().unwrap());
+        assert_eq!(got, corr, "correlation id");
+        let _ = bytes::Buf::advance(&mut body, 4);
+        if header_version >= 1 {
+            // Response header v1: an empty tagged-field section (one zero byte).
+            assert_eq!(body[0], 0, "response header tagged fields");
+            let _ = bytes::Buf::advance(&mut body, 1);
+        }
+        let resp = Resp::decode(&mut body, version).expect("decode response");
+        assert!(body.is_empty(), "{} trailing bytes after {:?} v{version} response", body.len(), api);
+        resp
+    }
+
+    /// Sends without reading an answer; returns the correlation id.
+    pub fn send<Req: Encode>(&mut self, api: ApiKey, version: i16, req: &Req) -> i32 {
+        let corr = self.next_correlation;
+        self.next_correlation += 1;
+        let frame = encode_request(api, version, corr, Some("sluice-tests"), req).expect("encode request");
+        self.stream.write_all(&frame).expect("write");
+        corr
+    }
+
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one response frame (without its length prefix); `None` when the broker
+    /// closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let n = i32::from_be_bytes(len) as usize;
+        let mut buf = BytesMut::zeroed(n);
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(buf.freeze())
+    }
+
+    /// True when the broker has closed this connection (EOF or reset) within the timeout.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            // A read timeout means the connection is still open.
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `cargo xtask ci`: everything CI runs, in one command (the README's test command).
+//!
+//! Order: cheap static checks first, then fuzzing and the Python/kcat compatibility
+//! scenarios, and the workspace tests (nextest) last. Every step runs even when an
+//! earlier one failed, so one CI run reports everything; the closing line is a plain
+//! `N passed, M failed` over test cases plus steps.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use crate::util::{cargo, run};
+
+struct Outcome {
+    name: &'static str,
+    ok: bool,
+    secs: f64,
+}
+
+pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut outcomes = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| {
+        let start = Instant::now();
+        eprintln!("\nxtask ci: == {name} ==");
+        let r = f();
+        if let Err(e) = &r {
+            eprintln!("xtask ci: {name} FAILED: {e:#}");
+        }
+        outcomes.push(Outcome {
+            name,
+            ok: r.is_ok(),
+            secs: start.elapsed().as_secs_f64(),
+        });
+    };
+    step("fmt", &mut || run(cargo(root).args(["fmt", "--all", "--", "--check"])));
+    step("codegen up to date", &mut || crate::codegen::run(root, &["--check".to_string()]));
+    step("tidy", &mut || crate::tidy::run(root));
+    step("clippy", &mut || {
+        run(cargo(root).args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    });
+    step("build", &mut || run(cargo(root).args(["build", "--release", "--workspace", "--bins"])));
+    if !quick {
+        step("fuzz", &mut || crate::fuzz::run(root, &[]));
+        step("compat", &mut || crate::compat::run(root, &[]));
+    }
+    let mut tests = (0usize, 0usize);
+    step("tests", &mut || {
+        let (passed, failed) = nextest(root)?;
+        tests = (passed, failed);
+        if failed > 0 {
+            bail!("{failed} test(s) failed");
+        }
+        Ok(())
+    });
+    eprintln!("\nxtask ci: summary");
+    for o in &outcomes {
+        eprintln!("  {:<20} {:>4}  {:>6.1}s", o.name, if o.ok { "ok" } else { "FAIL" }, o.secs);
+    }
+    let steps_failed = outcomes.iter().filter(|o| !o.ok).count();
+    let steps_passed = outcomes.len() - steps_failed;
+    // The closing line CI reads: test cases plus the non-test steps.
+    println!("{} passed, {} failed", tests.0 + steps_passed, tests.1 + steps_failed);
+    if steps_failed > 0 {
+        bail!("{steps_failed} ci step(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs the workspace tests with nextest (cargo test if nextest is missing) in the
+/// release profile, returning (passed, failed) as the runner counted them.
+fn nextest(root: &Path) -> Result<(usize, usize)> {
+    let use_nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = cargo(root);
+    if use_nextest {
+        cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast", "--profile", "ci"]);
+    } else {
+        cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
+    }
+    let out = cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stdout}{stderr}");
+    let (passed, failed) = count_results(&format!("{stdout}\n{stderr}"));
+    if !out.status.success() && failed == 0 {
+        bail!("test runner failed before running tests ({})", out.status);
+    }
+    Ok((passed, failed))
+}
+
+/// Sums "N passed" / "N failed" over the runner's summary lines (nextest prints one
+/// `Summary ... N tests run: N passed, ...` line; cargo test one `test result:` per binary).
+fn count_results(text: &str) -> (usize, usize) {
+    let grab = |line: &str, word: &str| -> usize {
+        line.split([',', ';', ':'])
+            .map(str::trim)
+            .find_map(|p| p.strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    let mut passed = 0;
+    let mut failed = 0;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("Summary") || l.starts_with("test result:") {
+            passed += grab(l, "passed");
+            failed += grab(l, "failed");
+        }
+    }
+    (passed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_results;
+
+    #[test]
+    fn counts_nextest_and_cargo_test_summaries() {
+        let nextest = "     Summary [  12.345s] 120 tests run: 118 passed, 2 failed, 1 skipped";
+        assert_eq!(count_results(nextest), (118, 2));
+        let cargo = "test result: ok. 5 passed; 0 failed; 0 ignored\ntest result: FAILED. 3 passed; 1 failed;";
+        assert_eq!(count_results(cargo), (8, 1));
+    }
+}
