@@ -34,13 +34,28 @@ pub struct Broker {
 impl Broker {
     /// Opens the data dir (creating it), checks the node identity and recovers every log.
     pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, BrokerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| BrokerError::io(&config.data_dir, e))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| BrokerError::io(&config.data_dir, e))?;
         let cluster_id = load_or_init_identity(&config.data_dir, config.node_id)?;
         let topics = Topics::open(&config.data_dir, config.log_defaults.clone(), now_ms())?;
-        let advertise = config.advertise.clone().unwrap_or_else(|| config.listen.clone());
+        let advertise = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| config.listen.clone());
         let (host, port) = split_host_port(&advertise)?;
+        // Kafka never advertises the wildcard address; with no --advertise, a node bound
+        // to 0.0.0.0 (as in a container) advertises its host name instead.
+        let host = if host == "0.0.0.0" || host == "::" {
+            local_hostname().unwrap_or(host)
+        } else {
+            host
+        };
         // Advertising port 0 would be useless: use the port actually bound.
-        let port = if port == 0 { i32::from(bound_port) } else { port };
+        let port = if port == 0 {
+            i32::from(bound_port)
+        } else {
+            port
+        };
         Ok(Self {
             config,
             cluster_id,
@@ -51,11 +66,18 @@ impl Broker {
     }
 
     /// Retention and the `flush.ms` / recovery-point flusher, until shutdown.
-    pub fn spawn_background(self: &Arc<Self>, mut shutdown: broadcast::Receiver<()>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
         let broker = self.clone();
         tokio::spawn(async move {
-            let mut retention = tokio::time::interval(Duration::from_millis(broker.config.retention_check_interval_ms.max(1)));
-            let mut flush = tokio::time::interval(Duration::from_millis(broker.config.flush_check_interval_ms.max(1)));
+            let mut retention = tokio::time::interval(Duration::from_millis(
+                broker.config.retention_check_interval_ms.max(1),
+            ));
+            let mut flush = tokio::time::interval(Duration::from_millis(
+                broker.config.flush_check_interval_ms.max(1),
+            ));
             loop {
                 tokio::select! {
                     _ = retention.tick() => {
@@ -104,11 +126,24 @@ impl Broker {
     }
 }
 
+fn local_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Splits `host:port` (IPv6 as `[::1]:9092`).
 pub fn split_host_port(s: &str) -> Result<(String, i32), BrokerError> {
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| BrokerError::Address(s.to_string()))?;
-    let port: u16 = port.parse().map_err(|_| BrokerError::Address(s.to_string()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| BrokerError::Address(s.to_string()))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| BrokerError::Address(s.to_string()))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     if host.is_empty() {
         return Err(BrokerError::Address(s.to_string()));
     }

@@ -17,8 +17,14 @@ use crate::error::BrokerError;
 use crate::router;
 
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a closing connection waits for its queued responses to be written.
+const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut stop: broadcast::Receiver<()>) -> Result<(), BrokerError> {
+pub async fn serve(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    mut stop: broadcast::Receiver<()>,
+) -> Result<(), BrokerError> {
     let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
@@ -36,14 +42,22 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut stop: broadcast::
                     _ = stop.recv() => return Ok(()),
                 };
                 if let Some(response) = response {
-                    if tx.send(response).await.is_err() {
-                        return Ok(()); // writer gone: the peer closed
+                    // A client that stops reading fills the queue; shutdown must not
+                    // wait for it.
+                    tokio::select! {
+                        sent = tx.send(response) => if sent.is_err() {
+                            return Ok(()); // writer gone: the peer closed
+                        },
+                        _ = stop.recv() => return Ok(()),
                     }
                 }
             }
             // Reserve what the frame in progress still needs (bounded by the frame
             // limit, already checked by take_frame) so large frames read in few calls.
-            let want = pending_frame_len(&buf).map_or(READ_CHUNK, |n| n.saturating_sub(buf.len()).clamp(READ_CHUNK, 8 * READ_CHUNK));
+            let want = pending_frame_len(&buf).map_or(READ_CHUNK, |n| {
+                n.saturating_sub(buf.len())
+                    .clamp(READ_CHUNK, 8 * READ_CHUNK)
+            });
             buf.reserve(want);
             tokio::select! {
                 n = rd.read_buf(&mut buf) => {
@@ -57,14 +71,23 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut stop: broadcast::
     }
     .await;
     drop(tx);
-    let _ = writer.await;
+    // Let queued responses drain, but a peer that never reads cannot hold the task.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITER_DRAIN, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     result
 }
 
 /// Total bytes (prefix included) of the frame at the head of `buf`, once its prefix is in.
 fn pending_frame_len(buf: &BytesMut) -> Option<usize> {
     let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    usize::try_from(i32::from_be_bytes(prefix)).ok().map(|n| n + 4)
+    usize::try_from(i32::from_be_bytes(prefix))
+        .ok()
+        .map(|n| n + 4)
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {

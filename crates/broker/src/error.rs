@@ -25,6 +25,9 @@ pub enum BrokerError {
     Encode(#[from] sluice_protocol::codec::EncodeError),
     #[error("api key {api_key} version {version} is not served")]
     UnsupportedApi { api_key: i16, version: i16 },
+    /// Kafka's answer to a failed acks=0 produce: the only signal such a producer gets.
+    #[error("acks=0 produce failed; closing the connection")]
+    AcksZeroFailure,
     #[error("bad listener address {0}")]
     Address(String),
 }

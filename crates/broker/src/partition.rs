@@ -38,7 +38,12 @@ pub fn log_config(cfg: &TopicConfig) -> LogConfig {
 }
 
 impl Partition {
-    pub fn open(dir: &Path, index: i32, cfg: &TopicConfig, now_ms: i64) -> Result<Self, StorageError> {
+    pub fn open(
+        dir: &Path,
+        index: i32,
+        cfg: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
         let log = PartitionLog::open(dir, log_config(cfg), now_ms)?;
         // Single node: everything recovered is committed.
         let leo = log.log_end_offset();
@@ -54,7 +59,9 @@ impl Partition {
 
     /// Appends validated batches as leader, then publishes the new high watermark.
     pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let info = self.log.append_as_leader(batches, self.leader_epoch, now_ms)?;
+        let info = self
+            .log
+            .append_as_leader(batches, self.leader_epoch, now_ms)?;
         let leo = self.log.log_end_offset();
         self.log.set_high_watermark(leo);
         self.hw.send_replace(leo);

@@ -41,7 +41,11 @@ fn decode<M: Decode>(body: &mut Bytes, version: i16) -> Result<M, BrokerError> {
     Ok(M::decode(body, version)?)
 }
 
-fn respond<M: Encode>(api: ApiKey, header: &ParsedHeader, body: &M) -> Result<Option<Bytes>, BrokerError> {
+fn respond<M: Encode>(
+    api: ApiKey,
+    header: &ParsedHeader,
+    body: &M,
+) -> Result<Option<Bytes>, BrokerError> {
     let v = header.api_version;
     Ok(Some(encode_response(
         header.correlation_id,
@@ -51,7 +55,11 @@ fn respond<M: Encode>(api: ApiKey, header: &ParsedHeader, body: &M) -> Result<Op
     )?))
 }
 
-async fn dispatch(broker: &Arc<Broker>, header: ParsedHeader, mut body: Bytes) -> Result<Option<Bytes>, BrokerError> {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    header: ParsedHeader,
+    mut body: Bytes,
+) -> Result<Option<Bytes>, BrokerError> {
     let api = ApiKey::from_i16(header.api_key).ok_or_else(|| unsupported(&header))?;
     let v = header.api_version;
     if api == ApiKey::ApiVersions {
@@ -60,29 +68,85 @@ async fn dispatch(broker: &Arc<Broker>, header: ParsedHeader, mut body: Bytes) -
     match supported_versions(api) {
         Some((min, max)) if (min..=max).contains(&v) => {}
         _ => {
-            debug!(api = api.name(), version = v, "closing connection: api/version not served");
+            debug!(
+                api = api.name(),
+                version = v,
+                "closing connection: api/version not served"
+            );
             return Err(unsupported(&header));
         }
     }
     let b = broker;
     match api {
-        ApiKey::Metadata => respond(api, &header, &handlers::metadata::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::Metadata => respond(
+            api,
+            &header,
+            &handlers::metadata::handle(b, decode(&mut body, v)?, v),
+        ),
         ApiKey::Produce => match handlers::produce::handle(b, decode(&mut body, v)?, v).await? {
             Some(resp) => respond(api, &header, &resp),
             None => Ok(None),
         },
-        ApiKey::Fetch => respond(api, &header, &handlers::fetch::handle(b, decode(&mut body, v)?, v).await),
-        ApiKey::ListOffsets => respond(api, &header, &handlers::list_offsets::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::CreateTopics => respond(api, &header, &handlers::create_topics::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::DeleteTopics => respond(api, &header, &handlers::delete_topics::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::CreatePartitions => respond(api, &header, &handlers::create_partitions::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::DescribeConfigs => respond(api, &header, &handlers::describe_configs::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::AlterConfigs => respond(api, &header, &handlers::alter_configs::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::IncrementalAlterConfigs => respond(api, &header, &handlers::incremental_alter_configs::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::DescribeCluster => respond(api, &header, &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::DeleteRecords => respond(api, &header, &handlers::delete_records::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::OffsetForLeaderEpoch => respond(api, &header, &handlers::offset_for_leader_epoch::handle(b, decode(&mut body, v)?, v)),
-        ApiKey::DescribeLogDirs => respond(api, &header, &handlers::describe_log_dirs::handle(b, decode(&mut body, v)?, v)),
+        ApiKey::Fetch => respond(
+            api,
+            &header,
+            &handlers::fetch::handle(b, decode(&mut body, v)?, v).await,
+        ),
+        ApiKey::ListOffsets => respond(
+            api,
+            &header,
+            &handlers::list_offsets::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::CreateTopics => respond(
+            api,
+            &header,
+            &handlers::create_topics::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DeleteTopics => respond(
+            api,
+            &header,
+            &handlers::delete_topics::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::CreatePartitions => respond(
+            api,
+            &header,
+            &handlers::create_partitions::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DescribeConfigs => respond(
+            api,
+            &header,
+            &handlers::describe_configs::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::AlterConfigs => respond(
+            api,
+            &header,
+            &handlers::alter_configs::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::IncrementalAlterConfigs => respond(
+            api,
+            &header,
+            &handlers::incremental_alter_configs::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DescribeCluster => respond(
+            api,
+            &header,
+            &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DeleteRecords => respond(
+            api,
+            &header,
+            &handlers::delete_records::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::OffsetForLeaderEpoch => respond(
+            api,
+            &header,
+            &handlers::offset_for_leader_epoch::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DescribeLogDirs => respond(
+            api,
+            &header,
+            &handlers::describe_log_dirs::handle(b, decode(&mut body, v)?, v),
+        ),
         _ => Err(unsupported(&header)),
     }
 }

@@ -37,7 +37,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         .await
         .map_err(|e| BrokerError::Address(format!("{}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
-    let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config, local_addr.port()))?);
+    let broker = Arc::new(tokio::task::block_in_place(|| {
+        Broker::open(config, local_addr.port())
+    })?);
     let (shutdown, _) = broadcast::channel(1);
     let background = broker.spawn_background(shutdown.subscribe());
     info!(
@@ -48,7 +50,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         cluster_id = %broker.cluster_id,
         "sluice listening"
     );
-    let task = tokio::spawn(accept_loop(listener, broker.clone(), shutdown.clone(), background));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        broker.clone(),
+        shutdown.clone(),
+        background,
+    ));
     Ok(RunningServer {
         local_addr,
         broker,

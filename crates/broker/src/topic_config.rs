@@ -139,13 +139,21 @@ fn validate_value(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
             if !def.allowed.is_empty()
                 && !def.allowed.iter().any(|a| a.eq_ignore_ascii_case(trimmed))
             {
-                return Err(invalid(&format!("String must be one of: {}", def.allowed.join(", "))));
+                return Err(invalid(&format!(
+                    "String must be one of: {}",
+                    def.allowed.join(", ")
+                )));
             }
         }
         ConfigType::List => {
             for item in trimmed.split(',').map(str::trim) {
-                if !def.allowed.is_empty() && !def.allowed.iter().any(|a| a.eq_ignore_ascii_case(item)) {
-                    return Err(invalid(&format!("Each item must be one of: {}", def.allowed.join(", "))));
+                if !def.allowed.is_empty()
+                    && !def.allowed.iter().any(|a| a.eq_ignore_ascii_case(item))
+                {
+                    return Err(invalid(&format!(
+                        "Each item must be one of: {}",
+                        def.allowed.join(", ")
+                    )));
                 }
             }
         }
@@ -190,7 +198,9 @@ impl BrokerLogDefaults {
                 let (v, _) = self.resolve(def, overrides);
                 // Values were validated when stored; fall back to Kafka's default
                 // rather than fail if an old data dir holds something odd.
-                v.trim().parse().unwrap_or_else(|_| def.default.parse().unwrap_or(0))
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| def.default.parse().unwrap_or(0))
             })
             .unwrap_or(0)
     }
@@ -248,7 +258,11 @@ mod tests {
     use super::*;
 
     fn check(name: &str, value: &str, ok: bool) {
-        assert_eq!(validate_topic_config(name, value).is_ok(), ok, "{name}={value}");
+        assert_eq!(
+            validate_topic_config(name, value).is_ok(),
+            ok,
+            "{name}={value}"
+        );
     }
 
     #[test]
@@ -272,7 +286,9 @@ mod tests {
     #[test]
     fn resolution_prefers_override_then_broker_then_kafka_default() {
         let mut broker = BrokerLogDefaults::default();
-        broker.values.insert("log.retention.ms".into(), "5000".into());
+        broker
+            .values
+            .insert("log.retention.ms".into(), "5000".into());
         let mut overrides = BTreeMap::new();
         let eff = broker.effective(&overrides);
         assert_eq!(eff.retention_ms, 5000);
@@ -282,7 +298,10 @@ mod tests {
         overrides.insert("retention.ms".into(), "7".into());
         assert_eq!(broker.effective(&overrides).retention_ms, 7);
         let def = topic_config_def("retention.ms").unwrap();
-        assert_eq!(broker.resolve(def, &overrides).1, ConfigSource::DynamicTopic);
+        assert_eq!(
+            broker.resolve(def, &overrides).1,
+            ConfigSource::DynamicTopic
+        );
         let def = topic_config_def("segment.ms").unwrap();
         assert_eq!(broker.resolve(def, &overrides).1, ConfigSource::Default);
     }

@@ -93,7 +93,10 @@ impl TopicStore {
     }
 
     /// Replaces the file atomically: write a temp file, fsync it, rename, fsync the dir.
-    pub fn save<'a>(&self, topics: impl Iterator<Item = &'a TopicRecord>) -> Result<(), BrokerError> {
+    pub fn save<'a>(
+        &self,
+        topics: impl Iterator<Item = &'a TopicRecord>,
+    ) -> Result<(), BrokerError> {
         let file = StoredFile {
             version: 1,
             topics: topics
@@ -105,8 +108,8 @@ impl TopicStore {
                 })
                 .collect(),
         };
-        let body = serde_json::to_vec_pretty(&file)
-            .map_err(|e| BrokerError::Metadata(e.to_string()))?;
+        let body =
+            serde_json::to_vec_pretty(&file).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         write_atomically(&self.path, &body)
     }
 }
@@ -143,8 +146,9 @@ pub fn load_or_init_identity(data_dir: &Path, node_id: i32) -> Result<String, Br
                     node = v.trim().parse::<i32>().ok();
                 }
             }
-            let cluster = cluster
-                .ok_or_else(|| BrokerError::Metadata(format!("{}: no cluster.id", path.display())))?;
+            let cluster = cluster.ok_or_else(|| {
+                BrokerError::Metadata(format!("{}: no cluster.id", path.display()))
+            })?;
             if node != Some(node_id) {
                 return Err(BrokerError::Metadata(format!(
                     "{} belongs to node {:?}, not node {node_id}",

@@ -36,10 +36,15 @@ pub struct Topic {
 
 impl Topic {
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
     }
     pub fn is_internal(&self) -> bool {
-        matches!(self.name.as_str(), "__consumer_offsets" | "__transaction_state")
+        matches!(
+            self.name.as_str(),
+            "__consumer_offsets" | "__transaction_state"
+        )
     }
     fn record(&self) -> TopicRecord {
         TopicRecord {
@@ -115,7 +120,9 @@ pub struct Topics {
 
 impl std::fmt::Debug for Topics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Topics").field("data_dir", &self.data_dir).finish()
+        f.debug_struct("Topics")
+            .field("data_dir", &self.data_dir)
+            .finish()
     }
 }
 
@@ -125,7 +132,11 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 
 impl Topics {
     /// Loads the topic table and opens (recovering if needed) every partition log.
-    pub fn open(data_dir: &Path, defaults: BrokerLogDefaults, now_ms: i64) -> Result<Self, BrokerError> {
+    pub fn open(
+        data_dir: &Path,
+        defaults: BrokerLogDefaults,
+        now_ms: i64,
+    ) -> Result<Self, BrokerError> {
         let store = TopicStore::new(data_dir);
         let mut table = Table::default();
         for rec in store.load()? {
@@ -172,7 +183,7 @@ impl Topics {
         now_ms: i64,
     ) -> Result<Arc<Topic>, AdminError> {
         validate_topic_name(name)?;
-        if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
             return Err(AdminError::new(
                 ErrorCode::InvalidPartitions,
                 format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
@@ -254,10 +265,19 @@ impl Topics {
     }
 
     /// Raises the partition count of a topic to `total`.
-    pub fn add_partitions(&self, name: &str, total: i32, validate_only: bool, now_ms: i64) -> Result<(), AdminError> {
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<(), AdminError> {
         let _guard = self.admin.lock();
         let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(ErrorCode::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))
+            AdminError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("The topic '{name}' does not exist."),
+            )
         })?;
         let current = topic.partitions.len() as i32;
         if total < current {
@@ -304,10 +324,17 @@ impl Topics {
     }
 
     /// Replaces a topic's config overrides with `overrides` (already validated).
-    pub fn set_overrides(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<(), AdminError> {
+    pub fn set_overrides(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
         let _guard = self.admin.lock();
         let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(ErrorCode::UnknownTopicOrPartition, format!("The topic '{name}' does not exist."))
+            AdminError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("The topic '{name}' does not exist."),
+            )
         })?;
         let mut rec = topic.record();
         rec.configs = overrides.clone();
@@ -335,7 +362,11 @@ impl Topics {
     }
 
     /// Writes the table as it will be after upserting `upsert` and removing `remove`.
-    fn persist_with(&self, upsert: Option<&TopicRecord>, remove: Option<&str>) -> Result<(), AdminError> {
+    fn persist_with(
+        &self,
+        upsert: Option<&TopicRecord>,
+        remove: Option<&str>,
+    ) -> Result<(), AdminError> {
         let table = self.table.read();
         let mut records: BTreeMap<String, TopicRecord> = table
             .by_name
@@ -364,7 +395,12 @@ impl Topics {
     }
 }
 
-fn open_topic(data_dir: &Path, defaults: &BrokerLogDefaults, rec: TopicRecord, now_ms: i64) -> Result<Topic, BrokerError> {
+fn open_topic(
+    data_dir: &Path,
+    defaults: &BrokerLogDefaults,
+    rec: TopicRecord,
+    now_ms: i64,
+) -> Result<Topic, BrokerError> {
     let config = defaults.effective(&rec.configs);
     let mut partitions = Vec::with_capacity(rec.partitions.max(0) as usize);
     for index in 0..rec.partitions {
@@ -412,7 +448,11 @@ fn remove_stray_partitions(data_dir: &Path, table: &Table) {
         if !path.is_dir() {
             continue;
         }
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         let stray = if name.ends_with("-delete") {

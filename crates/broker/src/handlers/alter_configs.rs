@@ -23,10 +23,14 @@ pub fn apply_topic_overrides(
     validate_only: bool,
 ) -> Result<(), AdminError> {
     if broker.topics.get(name).is_none() {
-        return Err(AdminError::new(ErrorCode::UnknownTopicOrPartition, format!("Topic {name} does not exist")));
+        return Err(AdminError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("Topic {name} does not exist"),
+        ));
     }
     for (k, v) in &overrides {
-        validate_topic_config(k, v).map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        validate_topic_config(k, v)
+            .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
     }
     if validate_only {
         return Ok(());
@@ -35,9 +39,16 @@ pub fn apply_topic_overrides(
 }
 
 /// What both AlterConfigs APIs answer for a resource type they cannot change.
-pub fn check_resource(resource_type: i8, seen: &mut HashSet<(i8, String)>, name: &str) -> Result<(), AdminError> {
+pub fn check_resource(
+    resource_type: i8,
+    seen: &mut HashSet<(i8, String)>,
+    name: &str,
+) -> Result<(), AdminError> {
     if !seen.insert((resource_type, name.to_string())) {
-        return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Duplicate resource {name} in request")));
+        return Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            format!("Duplicate resource {name} in request"),
+        ));
     }
     match resource_type {
         RESOURCE_TOPIC => Ok(()),
@@ -45,11 +56,18 @@ pub fn check_resource(resource_type: i8, seen: &mut HashSet<(i8, String)>, name:
             ErrorCode::InvalidRequest,
             "Dynamic broker configs are not supported yet; set them by flag",
         )),
-        other => Err(AdminError::new(ErrorCode::InvalidRequest, format!("Unsupported resource type {other}"))),
+        other => Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            format!("Unsupported resource type {other}"),
+        )),
     }
 }
 
-pub fn result(resource_type: i8, resource_name: String, outcome: Result<(), AdminError>) -> AlterConfigsResourceResponse {
+pub fn result(
+    resource_type: i8,
+    resource_name: String,
+    outcome: Result<(), AdminError>,
+) -> AlterConfigsResourceResponse {
     match outcome {
         Ok(()) => AlterConfigsResourceResponse {
             error_code: ErrorCode::None.code(),
@@ -66,24 +84,32 @@ pub fn result(resource_type: i8, resource_name: String, outcome: Result<(), Admi
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
     let mut seen = HashSet::new();
     let responses = req
         .resources
         .into_iter()
         .map(|r| {
-            let outcome = check_resource(r.resource_type, &mut seen, &r.resource_name).and_then(|()| {
-                let mut overrides = BTreeMap::new();
-                for c in r.configs {
-                    // A null value in the legacy API means "no override".
-                    if let Some(v) = c.value {
-                        if overrides.insert(c.name.clone(), v).is_some() {
-                            return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Duplicate config key {}", c.name)));
+            let outcome =
+                check_resource(r.resource_type, &mut seen, &r.resource_name).and_then(|()| {
+                    let mut overrides = BTreeMap::new();
+                    for c in r.configs {
+                        // A null value in the legacy API means "no override".
+                        if let Some(v) = c.value {
+                            if overrides.insert(c.name.clone(), v).is_some() {
+                                return Err(AdminError::new(
+                                    ErrorCode::InvalidRequest,
+                                    format!("Duplicate config key {}", c.name),
+                                ));
+                            }
                         }
                     }
-                }
-                apply_topic_overrides(broker, &r.resource_name, overrides, req.validate_only)
-            });
+                    apply_topic_overrides(broker, &r.resource_name, overrides, req.validate_only)
+                });
             result(r.resource_type, r.resource_name, outcome)
         })
         .collect();

@@ -33,20 +33,27 @@ fn valid_software_field(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'-')
 }
 
 pub fn handle(header: &ParsedHeader, body: &mut Bytes) -> Result<Option<Bytes>, BrokerError> {
     let v = header.api_version;
     // ApiVersions responses always use header v0, whatever the version (KIP-511).
-    let header_version = ApiKey::ApiVersions.response_header_version(v.clamp(VERSIONS.0, VERSIONS.1));
+    let header_version =
+        ApiKey::ApiVersions.response_header_version(v.clamp(VERSIONS.0, VERSIONS.1));
     if !(VERSIONS.0..=VERSIONS.1).contains(&v) {
         let resp = ApiVersionsResponse {
             error_code: ErrorCode::UnsupportedVersion.code(),
             api_keys: api_keys(),
             ..Default::default()
         };
-        return Ok(Some(encode_response(header.correlation_id, header_version, &resp, 0)?));
+        return Ok(Some(encode_response(
+            header.correlation_id,
+            header_version,
+            &resp,
+            0,
+        )?));
     }
     let req = ApiVersionsRequest::decode(body, v)?;
     let mut resp = ApiVersionsResponse {
@@ -59,7 +66,12 @@ pub fn handle(header: &ParsedHeader, body: &mut Bytes) -> Result<Option<Bytes>, 
     {
         resp.error_code = ErrorCode::InvalidRequest.code();
     }
-    Ok(Some(encode_response(header.correlation_id, header_version, &resp, v)?))
+    Ok(Some(encode_response(
+        header.correlation_id,
+        header_version,
+        &resp,
+        v,
+    )?))
 }
 
 #[cfg(test)]

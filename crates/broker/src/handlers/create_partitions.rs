@@ -11,7 +11,11 @@ use crate::broker::{now_ms, Broker};
 
 pub const VERSIONS: (i16, i16) = (0, 3);
 
-pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = req
         .topics
@@ -25,13 +29,19 @@ pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16)
         .into_iter()
         .map(|t| {
             let outcome = if dupes.contains(&t.name) {
-                Err((ErrorCode::InvalidRequest, "Duplicate topic in request.".to_string()))
+                Err((
+                    ErrorCode::InvalidRequest,
+                    "Duplicate topic in request.".to_string(),
+                ))
             } else if t
                 .assignments
                 .as_ref()
                 .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|b| *b != node)))
             {
-                Err((ErrorCode::InvalidReplicaAssignment, "Assignment names an unknown broker.".to_string()))
+                Err((
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Assignment names an unknown broker.".to_string(),
+                ))
             } else {
                 broker
                     .topics

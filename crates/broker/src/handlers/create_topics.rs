@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::create_topics_request::CreatableTopic;
-use sluice_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use sluice_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use sluice_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::describe_configs::topic_entries;
@@ -15,7 +17,11 @@ use crate::topics::AdminError;
 
 pub const VERSIONS: (i16, i16) = (0, 7);
 
-pub fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     // Kafka refuses every copy of a name that appears twice in one request.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
@@ -67,7 +73,11 @@ struct Created {
     configs: Vec<CreatableTopicConfigs>,
 }
 
-fn create_one(broker: &Arc<Broker>, t: CreatableTopic, validate_only: bool) -> Result<Created, AdminError> {
+fn create_one(
+    broker: &Arc<Broker>,
+    t: CreatableTopic,
+    validate_only: bool,
+) -> Result<Created, AdminError> {
     let brokers = 1i16; // a single node until the controller quorum exists
     let node = broker.config.node_id;
     if !t.assignments.is_empty() {
@@ -81,11 +91,17 @@ fn create_one(broker: &Arc<Broker>, t: CreatableTopic, validate_only: bool) -> R
             if a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| *b != node) {
                 return Err(AdminError::new(
                     ErrorCode::InvalidReplicaAssignment,
-                    format!("Replica assignment for partition {} names unknown brokers: {:?}", a.partition_index, a.broker_ids),
+                    format!(
+                        "Replica assignment for partition {} names unknown brokers: {:?}",
+                        a.partition_index, a.broker_ids
+                    ),
                 ));
             }
             if a.broker_ids.len() > 1 {
-                return Err(AdminError::new(ErrorCode::InvalidReplicaAssignment, "Duplicate brokers in replica assignment"));
+                return Err(AdminError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "Duplicate brokers in replica assignment",
+                ));
             }
         }
         let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
@@ -113,7 +129,10 @@ fn create_one(broker: &Arc<Broker>, t: CreatableTopic, validate_only: bool) -> R
         t.replication_factor
     };
     if replication_factor <= 0 {
-        return Err(AdminError::new(ErrorCode::InvalidReplicationFactor, "Replication factor must be larger than 0, or -1 to use the default value."));
+        return Err(AdminError::new(
+            ErrorCode::InvalidReplicationFactor,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        ));
     }
     if replication_factor > brokers {
         return Err(AdminError::new(
@@ -122,16 +141,24 @@ fn create_one(broker: &Arc<Broker>, t: CreatableTopic, validate_only: bool) -> R
         ));
     }
     if partitions <= 0 {
-        return Err(AdminError::new(ErrorCode::InvalidPartitions, "Number of partitions was set to an invalid non-positive value."));
+        return Err(AdminError::new(
+            ErrorCode::InvalidPartitions,
+            "Number of partitions was set to an invalid non-positive value.",
+        ));
     }
     let mut overrides = BTreeMap::new();
     for c in t.configs {
         let value = c.value.ok_or_else(|| {
-            AdminError::new(ErrorCode::InvalidConfig, format!("Null value not supported for topic configs: {}", c.name))
+            AdminError::new(
+                ErrorCode::InvalidConfig,
+                format!("Null value not supported for topic configs: {}", c.name),
+            )
         })?;
         overrides.insert(c.name, value);
     }
-    let topic = broker.topics.create(&t.name, partitions, overrides, validate_only, now_ms())?;
+    let topic = broker
+        .topics
+        .create(&t.name, partitions, overrides, validate_only, now_ms())?;
     let configs = topic_entries(broker, &topic.overrides)
         .into_iter()
         .map(|e| CreatableTopicConfigs {

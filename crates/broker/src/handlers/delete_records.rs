@@ -4,14 +4,20 @@
 use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use sluice_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use sluice_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
-pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) -> DeleteRecordsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DeleteRecordsRequest,
+    _version: i16,
+) -> DeleteRecordsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -21,7 +27,10 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
                 .partitions
                 .into_iter()
                 .map(|dp| {
-                    let outcome = match topic.as_ref().and_then(|tp| tp.partition(dp.partition_index)) {
+                    let outcome = match topic
+                        .as_ref()
+                        .and_then(|tp| tp.partition(dp.partition_index))
+                    {
                         None => Err(ErrorCode::UnknownTopicOrPartition),
                         Some(p) => {
                             let hw = p.high_watermark();

@@ -11,11 +11,21 @@ use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 6);
 
-pub fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
-        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n), Uuid::ZERO)).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::ZERO))
+            .collect()
     };
     let responses = targets
         .into_iter()
@@ -36,14 +46,33 @@ fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> Deletable
     };
     let resolved = match (&name, id == Uuid::ZERO) {
         (Some(_), false) => {
-            return fail(name, id, ErrorCode::InvalidRequest, "Topic name and topic ID cannot both be specified.")
+            return fail(
+                name,
+                id,
+                ErrorCode::InvalidRequest,
+                "Topic name and topic ID cannot both be specified.",
+            )
         }
         (Some(n), true) => n.clone(),
         (None, false) => match broker.topics.get_by_id(&id) {
             Some(t) => t.name.clone(),
-            None => return fail(None, id, ErrorCode::UnknownTopicId, "This server does not host this topic ID."),
+            None => {
+                return fail(
+                    None,
+                    id,
+                    ErrorCode::UnknownTopicId,
+                    "This server does not host this topic ID.",
+                )
+            }
         },
-        (None, true) => return fail(None, id, ErrorCode::InvalidRequest, "Neither topic name nor topic ID was specified."),
+        (None, true) => {
+            return fail(
+                None,
+                id,
+                ErrorCode::InvalidRequest,
+                "Neither topic name nor topic ID was specified.",
+            )
+        }
     };
     match broker.topics.delete(&resolved) {
         Ok(deleted_id) => DeletableTopicResult {

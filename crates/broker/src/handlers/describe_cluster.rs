@@ -14,7 +14,11 @@ pub const VERSIONS: (i16, i16) = (0, 1);
 /// KIP-919 endpoint types: brokers (1) or controllers (2).
 const ENDPOINT_BROKERS: i8 = 1;
 
-pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, version: i16) -> DescribeClusterResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return DescribeClusterResponse {
             error_code: ErrorCode::UnsupportedEndpointType.code(),

@@ -47,7 +47,11 @@ pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
                 if let Some(v) = defaults.values.get(key) {
                     synonyms.push((key.to_string(), v.clone(), ConfigSource::StaticBroker));
                 }
-                synonyms.push((key.to_string(), def.default.to_string(), ConfigSource::Default));
+                synonyms.push((
+                    key.to_string(),
+                    def.default.to_string(),
+                    ConfigSource::Default,
+                ));
             }
             ConfigEntry {
                 name: def.name,
@@ -64,22 +68,80 @@ pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
 fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
     let c = &broker.config;
     let listener = format!("PLAINTEXT://{}", c.listen);
-    let advertised = format!("PLAINTEXT://{}:{}", broker.advertised_host, broker.advertised_port);
+    let advertised = format!(
+        "PLAINTEXT://{}:{}",
+        broker.advertised_host, broker.advertised_port
+    );
     let mut fixed: Vec<(&'static str, String, ConfigType, &'static str)> = vec![
-        ("node.id", c.node_id.to_string(), ConfigType::Int, "This node's id."),
-        ("broker.id", c.node_id.to_string(), ConfigType::Int, "Same as node.id."),
+        (
+            "node.id",
+            c.node_id.to_string(),
+            ConfigType::Int,
+            "This node's id.",
+        ),
+        (
+            "broker.id",
+            c.node_id.to_string(),
+            ConfigType::Int,
+            "Same as node.id.",
+        ),
         ("listeners", listener, ConfigType::List, "Listener URIs."),
-        ("advertised.listeners", advertised, ConfigType::List, "Listener URIs given to clients."),
-        ("log.dirs", c.data_dir.display().to_string(), ConfigType::List, "Data directory."),
-        ("num.partitions", c.num_partitions.to_string(), ConfigType::Int, "Default partitions of new topics."),
-        ("default.replication.factor", c.default_replication_factor.to_string(), ConfigType::Int, "Default replication factor of new topics."),
-        ("auto.create.topics.enable", c.auto_create_topics_enable.to_string(), ConfigType::Boolean, "Create topics on Metadata requests that allow it."),
-        ("socket.request.max.bytes", c.socket_request_max_bytes.to_string(), ConfigType::Int, "Largest request frame accepted."),
-        ("max.connections", c.max_connections.to_string(), ConfigType::Int, "Maximum concurrent connections."),
-        ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string(), ConfigType::Long, "How often retention runs."),
+        (
+            "advertised.listeners",
+            advertised,
+            ConfigType::List,
+            "Listener URIs given to clients.",
+        ),
+        (
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            ConfigType::List,
+            "Data directory.",
+        ),
+        (
+            "num.partitions",
+            c.num_partitions.to_string(),
+            ConfigType::Int,
+            "Default partitions of new topics.",
+        ),
+        (
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+            ConfigType::Int,
+            "Default replication factor of new topics.",
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics_enable.to_string(),
+            ConfigType::Boolean,
+            "Create topics on Metadata requests that allow it.",
+        ),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+            ConfigType::Int,
+            "Largest request frame accepted.",
+        ),
+        (
+            "max.connections",
+            c.max_connections.to_string(),
+            ConfigType::Int,
+            "Maximum concurrent connections.",
+        ),
+        (
+            "log.retention.check.interval.ms",
+            c.retention_check_interval_ms.to_string(),
+            ConfigType::Long,
+            "How often retention runs.",
+        ),
     ];
     if let Some(rack) = &c.rack {
-        fixed.push(("broker.rack", rack.clone(), ConfigType::String, "Rack of this broker."));
+        fixed.push((
+            "broker.rack",
+            rack.clone(),
+            ConfigType::String,
+            "Rack of this broker.",
+        ));
     }
     let mut out: Vec<ConfigEntry> = fixed
         .into_iter()
@@ -114,7 +176,11 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
     out
 }
 
-pub fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .into_iter()
@@ -162,7 +228,12 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -
     }
 }
 
-fn describe_entry(e: ConfigEntry, version: i16, synonyms: bool, docs: bool) -> DescribeConfigsResourceResult {
+fn describe_entry(
+    e: ConfigEntry,
+    version: i16,
+    synonyms: bool,
+    docs: bool,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult {
         name: e.name.to_string(),
         value: Some(e.value),
@@ -182,7 +253,11 @@ fn describe_entry(e: ConfigEntry, version: i16, synonyms: bool, docs: bool) -> D
         } else {
             Vec::new()
         },
-        config_type: if version >= 3 { e.kind.describe_code() } else { 0 },
+        config_type: if version >= 3 {
+            e.kind.describe_code()
+        } else {
+            0
+        },
         documentation: (version >= 3 && docs).then(|| e.doc.to_string()),
     }
 }

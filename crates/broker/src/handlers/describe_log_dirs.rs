@@ -12,7 +12,11 @@ use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 4);
 
-pub fn handle(broker: &Arc<Broker>, req: DescribeLogDirsRequest, _version: i16) -> DescribeLogDirsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeLogDirsRequest,
+    _version: i16,
+) -> DescribeLogDirsResponse {
     let wanted = req.topics;
     let mut topics = Vec::new();
     for t in broker.topics.all() {

@@ -54,12 +54,20 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let read_committed = req.isolation_level == 1;
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let wait_ms = u64::try_from(req.max_wait_ms).unwrap_or(0).min(broker.config.fetch_max_wait_cap_ms);
+    let wait_ms = u64::try_from(req.max_wait_ms)
+        .unwrap_or(0)
+        .min(broker.config.fetch_max_wait_cap_ms);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     loop {
         let topics: Vec<Option<Arc<Topic>>> = wanted
             .iter()
-            .map(|w| if use_ids { broker.topics.get_by_id(&w.id) } else { broker.topics.get(&w.name) })
+            .map(|w| {
+                if use_ids {
+                    broker.topics.get_by_id(&w.id)
+                } else {
+                    broker.topics.get(&w.name)
+                }
+            })
             .collect();
         // Subscribe before reading, so an append between the read and the wait still
         // wakes us.
@@ -73,8 +81,13 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 }
             }
         }
-        let (responses, bytes, errors) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
-        let done = bytes >= min_bytes || errors || wait_ms == 0 || watchers.is_empty() || Instant::now() >= deadline;
+        let (responses, bytes, errors) =
+            read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+        let done = bytes >= min_bytes
+            || errors
+            || wait_ms == 0
+            || watchers.is_empty()
+            || Instant::now() >= deadline;
         if done {
             return FetchResponse {
                 responses,
@@ -127,7 +140,11 @@ fn read_all(
             partitions.push(data);
         }
         out.push(FetchableTopicResponse {
-            topic: if use_ids { String::new() } else { w.name.clone() },
+            topic: if use_ids {
+                String::new()
+            } else {
+                w.name.clone()
+            },
             topic_id: if use_ids { w.id } else { Uuid::ZERO },
             partitions,
         });
@@ -147,7 +164,13 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
     }
 }
 
-fn read_partition(p: &Partition, fp: &FetchPartition, limit: usize, min_one: bool, read_committed: bool) -> PartitionData {
+fn read_partition(
+    p: &Partition,
+    fp: &FetchPartition,
+    limit: usize,
+    min_one: bool,
+    read_committed: bool,
+) -> PartitionData {
     if let Some(code) = check_leader_epoch(p, fp.current_leader_epoch) {
         return error_partition(fp.partition, code);
     }
@@ -168,7 +191,9 @@ fn read_partition(p: &Partition, fp: &FetchPartition, limit: usize, min_one: boo
             ..base
         },
         // As Kafka, offsets and watermarks are unknown (-1) alongside an error.
-        Err(StorageError::OffsetOutOfRange { .. }) => error_partition(fp.partition, ErrorCode::OffsetOutOfRange),
+        Err(StorageError::OffsetOutOfRange { .. }) => {
+            error_partition(fp.partition, ErrorCode::OffsetOutOfRange)
+        }
         Err(e) => {
             tracing::warn!(error = %e, partition = fp.partition, "fetch read failed");
             error_partition(fp.partition, ErrorCode::KafkaStorageError)

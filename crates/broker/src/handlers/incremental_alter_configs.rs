@@ -21,7 +21,11 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
     let mut seen = HashSet::new();
     let responses = req
         .resources
@@ -44,22 +48,41 @@ pub fn handle(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _versio
     }
 }
 
-fn incremental(broker: &Broker, name: &str, ops: Vec<AlterableConfig>, validate_only: bool) -> Result<(), AdminError> {
-    let topic = broker
-        .topics
-        .get(name)
-        .ok_or_else(|| AdminError::new(ErrorCode::UnknownTopicOrPartition, format!("Topic {name} does not exist")))?;
+fn incremental(
+    broker: &Broker,
+    name: &str,
+    ops: Vec<AlterableConfig>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let topic = broker.topics.get(name).ok_or_else(|| {
+        AdminError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("Topic {name} does not exist"),
+        )
+    })?;
     let mut keys = HashSet::new();
     if let Some(dup) = ops.iter().find(|c| !keys.insert(c.name.clone())) {
-        return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Error due to duplicate config keys: {}", dup.name)));
+        return Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            format!("Error due to duplicate config keys: {}", dup.name),
+        ));
     }
     let mut overrides: BTreeMap<String, String> = topic.overrides.clone();
     for c in ops {
-        let def = topic_config_def(&c.name)
-            .ok_or_else(|| AdminError::new(ErrorCode::InvalidConfig, format!("Unknown topic config name: {}", c.name)))?;
+        let def = topic_config_def(&c.name).ok_or_else(|| {
+            AdminError::new(
+                ErrorCode::InvalidConfig,
+                format!("Unknown topic config name: {}", c.name),
+            )
+        })?;
         match c.config_operation {
             SET => {
-                let v = c.value.ok_or_else(|| AdminError::new(ErrorCode::InvalidRequest, format!("Null value not supported for: {}", c.name)))?;
+                let v = c.value.ok_or_else(|| {
+                    AdminError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("Null value not supported for: {}", c.name),
+                    )
+                })?;
                 overrides.insert(c.name, v);
             }
             DELETE => {
@@ -69,14 +92,25 @@ fn incremental(broker: &Broker, name: &str, ops: Vec<AlterableConfig>, validate_
                 if def.kind != ConfigType::List {
                     return Err(AdminError::new(
                         ErrorCode::InvalidConfig,
-                        format!("Config value append is not allowed for config key: {}", c.name),
+                        format!(
+                            "Config value append is not allowed for config key: {}",
+                            c.name
+                        ),
                     ));
                 }
-                let current = overrides
-                    .get(&c.name)
-                    .cloned()
-                    .unwrap_or_else(|| broker.topics.defaults().resolve(def, &topic.overrides).0.to_string());
-                let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let current = overrides.get(&c.name).cloned().unwrap_or_else(|| {
+                    broker
+                        .topics
+                        .defaults()
+                        .resolve(def, &topic.overrides)
+                        .0
+                        .to_string()
+                });
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 let given: Vec<String> = c
                     .value
                     .unwrap_or_default()
@@ -96,7 +130,10 @@ fn incremental(broker: &Broker, name: &str, ops: Vec<AlterableConfig>, validate_
                 overrides.insert(c.name, items.join(","));
             }
             other => {
-                return Err(AdminError::new(ErrorCode::InvalidRequest, format!("Unknown config operation {other}")));
+                return Err(AdminError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("Unknown config operation {other}"),
+                ));
             }
         }
     }

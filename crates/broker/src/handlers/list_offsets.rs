@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use sluice_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use sluice_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::fetch::check_leader_epoch;
@@ -33,14 +35,25 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 .partitions
                 .into_iter()
                 .map(|lp| {
-                    let outcome = match topic.as_ref().and_then(|tp| tp.partition(lp.partition_index)) {
+                    let outcome = match topic
+                        .as_ref()
+                        .and_then(|tp| tp.partition(lp.partition_index))
+                    {
                         None => Err(ErrorCode::UnknownTopicOrPartition),
                         Some(p) => match check_leader_epoch(p, lp.current_leader_epoch) {
                             Some(code) => Err(code),
                             None => lookup(p, lp.timestamp, version),
                         },
                     };
-                    partition_response(lp.partition_index, outcome, version, topic.as_ref().and_then(|tp| tp.partition(lp.partition_index)).map(|p| p.leader_epoch))
+                    partition_response(
+                        lp.partition_index,
+                        outcome,
+                        version,
+                        topic
+                            .as_ref()
+                            .and_then(|tp| tp.partition(lp.partition_index))
+                            .map(|p| p.leader_epoch),
+                    )
                 })
                 .collect();
             ListOffsetsTopicResponse {
@@ -56,7 +69,13 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
 }
 
 fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCode> {
-    let unsupported = |min: i16| if version < min { Err(ErrorCode::UnsupportedVersion) } else { Ok(()) };
+    let unsupported = |min: i16| {
+        if version < min {
+            Err(ErrorCode::UnsupportedVersion)
+        } else {
+            Ok(())
+        }
+    };
     match timestamp {
         LATEST => Ok((p.high_watermark(), -1)),
         EARLIEST => Ok((p.log.log_start_offset(), -1)),
@@ -86,7 +105,12 @@ fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCod
     }
 }
 
-fn partition_response(index: i32, outcome: Result<Found, ErrorCode>, version: i16, epoch: Option<i32>) -> ListOffsetsPartitionResponse {
+fn partition_response(
+    index: i32,
+    outcome: Result<Found, ErrorCode>,
+    version: i16,
+    epoch: Option<i32>,
+) -> ListOffsetsPartitionResponse {
     let mut r = ListOffsetsPartitionResponse {
         partition_index: index,
         ..Default::default()
@@ -96,7 +120,11 @@ fn partition_response(index: i32, outcome: Result<Found, ErrorCode>, version: i1
         Ok((offset, ts)) => {
             if version == 0 {
                 // v0 answers with a list of offsets instead of offset + timestamp.
-                r.old_style_offsets = if offset >= 0 { vec![offset] } else { Vec::new() };
+                r.old_style_offsets = if offset >= 0 {
+                    vec![offset]
+                } else {
+                    Vec::new()
+                };
             } else {
                 r.offset = offset;
                 r.timestamp = ts;

@@ -52,7 +52,8 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
         cluster_id: Some(broker.cluster_id.clone()),
         controller_id: broker.config.node_id,
         topics,
-        cluster_authorized_operations: if version >= 8 && req.include_cluster_authorized_operations {
+        cluster_authorized_operations: if version >= 8 && req.include_cluster_authorized_operations
+        {
             authorized_ops::CLUSTER
         } else {
             authorized_ops::NOT_REQUESTED
@@ -70,7 +71,12 @@ fn error_topic(code: ErrorCode, name: Option<String>, id: Uuid) -> MetadataRespo
     }
 }
 
-fn by_name(broker: &Arc<Broker>, name: String, allow_auto_create: bool, include_ops: bool) -> MetadataResponseTopic {
+fn by_name(
+    broker: &Arc<Broker>,
+    name: String,
+    allow_auto_create: bool,
+    include_ops: bool,
+) -> MetadataResponseTopic {
     if let Some(t) = broker.topics.get(&name) {
         return describe_topic(broker, &t, include_ops);
     }
@@ -81,7 +87,10 @@ fn by_name(broker: &Arc<Broker>, name: String, allow_auto_create: bool, include_
         return error_topic(ErrorCode::UnknownTopicOrPartition, Some(name), Uuid::ZERO);
     }
     let partitions = broker.config.num_partitions;
-    match broker.topics.create(&name, partitions, BTreeMap::new(), false, now_ms()) {
+    match broker
+        .topics
+        .create(&name, partitions, BTreeMap::new(), false, now_ms())
+    {
         Ok(t) => describe_topic(broker, &t, include_ops),
         // Lost a race with another creator: describe what won.
         Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {

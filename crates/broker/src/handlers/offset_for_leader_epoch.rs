@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use sluice_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use sluice_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::fetch::check_leader_epoch;
@@ -13,7 +15,11 @@ use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 4);
 
-pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest, _version: i16) -> OffsetForLeaderEpochResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: OffsetForLeaderEpochRequest,
+    _version: i16,
+) -> OffsetForLeaderEpochResponse {
     let topics = req
         .topics
         .into_iter()

@@ -19,7 +19,11 @@ use crate::topic_config::TopicConfig;
 pub const VERSIONS: (i16, i16) = (3, 11);
 
 /// `Ok(None)`: acks=0 and all went well, send nothing. `Err`: close the connection.
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Result<Option<ProduceResponse>, BrokerError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    _version: i16,
+) -> Result<Option<ProduceResponse>, BrokerError> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     let mut any_error = false;
@@ -31,7 +35,10 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
             let result = if !valid_acks {
                 Err(Failure::new(ErrorCode::InvalidRequiredAcks, None))
             } else {
-                match topic.as_ref().and_then(|t| t.partition(pd.index).map(|p| (t, p))) {
+                match topic
+                    .as_ref()
+                    .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
+                {
                     None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
                     Some((t, p)) => append(t.config.clone(), p, pd.records),
                 }
@@ -66,7 +73,9 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) ->
     }
     if acks == 0 {
         if any_error {
-            return Err(BrokerError::Metadata("acks=0 produce failed; closing connection".into()));
+            return Err(BrokerError::Metadata(
+                "acks=0 produce failed; closing connection".into(),
+            ));
         }
         return Ok(None);
     }
@@ -97,8 +106,13 @@ fn corrupt(e: RecordsError) -> Failure {
     Failure::new(ErrorCode::CorruptMessage, Some(e.to_string()))
 }
 
-fn append(config: TopicConfig, partition: &crate::partition::Partition, records: Option<Bytes>) -> Result<Appended, Failure> {
-    let records = records.ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
+fn append(
+    config: TopicConfig,
+    partition: &crate::partition::Partition,
+    records: Option<Bytes>,
+) -> Result<Appended, Failure> {
+    let records = records
+        .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
     let header = validate(&config, &records, now)?;
     // The frame buffer is shared, so the batch is copied once into a buffer we own
@@ -122,14 +136,25 @@ fn append(config: TopicConfig, partition: &crate::partition::Partition, records:
 }
 
 /// Kafka's checks on a produced record set (LogValidator), at the batch header level.
-fn validate(config: &TopicConfig, records: &Bytes, now: i64) -> Result<sluice_protocol::records::RecordBatchHeader, Failure> {
+fn validate(
+    config: &TopicConfig,
+    records: &Bytes,
+    now: i64,
+) -> Result<sluice_protocol::records::RecordBatchHeader, Failure> {
     let mut iter = BatchIter::new(records);
     let (header, _) = match iter.next() {
-        None => return Err(Failure::new(ErrorCode::InvalidRecord, Some("empty record set".into()))),
+        None => {
+            return Err(Failure::new(
+                ErrorCode::InvalidRecord,
+                Some("empty record set".into()),
+            ))
+        }
         Some(Err(RecordsError::UnsupportedMagic(m))) => {
             return Err(Failure::new(
                 ErrorCode::UnsupportedForMessageFormat,
-                Some(format!("produce v3+ requires record batch magic 2, got {m}")),
+                Some(format!(
+                    "produce v3+ requires record batch magic 2, got {m}"
+                )),
             ))
         }
         Some(Err(e)) => return Err(corrupt(e)),
@@ -138,7 +163,10 @@ fn validate(config: &TopicConfig, records: &Bytes, now: i64) -> Result<sluice_pr
     if iter.next().is_some() {
         return Err(Failure::new(
             ErrorCode::InvalidRecord,
-            Some("Produce requests with version 3 and above must contain exactly one record batch".into()),
+            Some(
+                "Produce requests with version 3 and above must contain exactly one record batch"
+                    .into(),
+            ),
         ));
     }
     if header.total_size() as i64 > config.max_message_bytes {
@@ -152,7 +180,9 @@ fn validate(config: &TopicConfig, records: &Bytes, now: i64) -> Result<sluice_pr
         ));
     }
     verify_crc(records).map_err(corrupt)?;
-    if header.records_count <= 0 || i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1 {
+    if header.records_count <= 0
+        || i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1
+    {
         return Err(Failure::new(
             ErrorCode::InvalidRecord,
             Some("record count does not match the batch's last offset delta".into()),

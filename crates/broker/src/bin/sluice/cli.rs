@@ -8,7 +8,11 @@ use sluice_broker::topic_config::BrokerLogDefaults;
 use sluice_broker::BrokerConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A Kafka-compatible streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible streaming broker"
+)]
 pub struct Cli {
     /// Directory holding this node's logs and metadata.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
@@ -47,7 +51,11 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_LOG_RETENTION_BYTES")]
     pub log_retention_bytes: Option<i64>,
     /// `log.retention.check.interval.ms`.
-    #[arg(long, env = "SLUICE_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "SLUICE_LOG_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
     pub log_retention_check_interval_ms: u64,
     /// `log.segment.bytes`.
     #[arg(long, env = "SLUICE_LOG_SEGMENT_BYTES")]
@@ -74,7 +82,11 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<i64>,
     /// `socket.request.max.bytes`: larger request frames close the connection.
-    #[arg(long, env = "SLUICE_SOCKET_REQUEST_MAX_BYTES", default_value_t = 104_857_600)]
+    #[arg(
+        long,
+        env = "SLUICE_SOCKET_REQUEST_MAX_BYTES",
+        default_value_t = 104_857_600
+    )]
     pub socket_request_max_bytes: usize,
     /// `max.connections`.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -90,7 +102,10 @@ impl Cli {
         let mut set = |key: &str, v: Option<String>| -> anyhow::Result<()> {
             if let Some(v) = v {
                 // Validate against the topic config the broker property supplies.
-                if let Some(def) = sluice_broker::topic_config::TOPIC_CONFIGS.iter().find(|d| d.broker_key == Some(key)) {
+                if let Some(def) = sluice_broker::topic_config::TOPIC_CONFIGS
+                    .iter()
+                    .find(|d| d.broker_key == Some(key))
+                {
                     sluice_broker::topic_config::validate_topic_config(def.name, &v)
                         .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
                 }
@@ -98,17 +113,40 @@ impl Cli {
             }
             Ok(())
         };
-        let retention_ms = self.log_retention_ms.or(self.log_retention_hours.map(|h| h.saturating_mul(3_600_000)));
+        let retention_ms = self.log_retention_ms.or(self
+            .log_retention_hours
+            .map(|h| h.saturating_mul(3_600_000)));
         set("log.retention.ms", retention_ms.map(|v| v.to_string()))?;
-        set("log.retention.bytes", self.log_retention_bytes.map(|v| v.to_string()))?;
-        set("log.segment.bytes", self.log_segment_bytes.map(|v| v.to_string()))?;
+        set(
+            "log.retention.bytes",
+            self.log_retention_bytes.map(|v| v.to_string()),
+        )?;
+        set(
+            "log.segment.bytes",
+            self.log_segment_bytes.map(|v| v.to_string()),
+        )?;
         set("log.roll.ms", self.log_roll_ms.map(|v| v.to_string()))?;
-        set("log.flush.interval.messages", self.log_flush_interval_messages.map(|v| v.to_string()))?;
-        set("log.flush.interval.ms", self.log_flush_interval_ms.map(|v| v.to_string()))?;
+        set(
+            "log.flush.interval.messages",
+            self.log_flush_interval_messages.map(|v| v.to_string()),
+        )?;
+        set(
+            "log.flush.interval.ms",
+            self.log_flush_interval_ms.map(|v| v.to_string()),
+        )?;
         set("log.cleanup.policy", self.log_cleanup_policy)?;
-        set("log.message.timestamp.type", self.log_message_timestamp_type)?;
-        set("message.max.bytes", self.message_max_bytes.map(|v| v.to_string()))?;
-        set("min.insync.replicas", self.min_insync_replicas.map(|v| v.to_string()))?;
+        set(
+            "log.message.timestamp.type",
+            self.log_message_timestamp_type,
+        )?;
+        set(
+            "message.max.bytes",
+            self.message_max_bytes.map(|v| v.to_string()),
+        )?;
+        set(
+            "min.insync.replicas",
+            self.min_insync_replicas.map(|v| v.to_string()),
+        )?;
         if self.num_partitions < 1 {
             anyhow::bail!("--num-partitions must be at least 1");
         }

@@ -10,7 +10,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).context("bad --log-level")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colour only on a terminal, so logs piped to files and tests stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
     let config = cli.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
