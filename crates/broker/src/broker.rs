@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
@@ -29,6 +29,10 @@ pub struct Broker {
     /// Host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// `queued.max.request.bytes` in KiB permits: memory that frames being read may hold
+    /// across all connections, so many large produce requests cannot exhaust memory.
+    pub request_memory: Arc<Semaphore>,
+    pub request_memory_kib: u32,
 }
 
 impl Broker {
@@ -56,12 +60,17 @@ impl Broker {
         } else {
             port
         };
+        let request_memory_kib = u32::try_from(config.queued_max_request_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Ok(Self {
             config,
             cluster_id,
             topics,
             advertised_host: host,
             advertised_port: port,
+            request_memory: Arc::new(Semaphore::new(request_memory_kib as usize)),
+            request_memory_kib,
         })
     }
 

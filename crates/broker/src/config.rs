@@ -36,6 +36,10 @@ pub struct BrokerConfig {
     pub max_inflight_requests: usize,
     /// Upper bound on `max_wait_ms` of a parked fetch, whatever a client asks.
     pub fetch_max_wait_cap_ms: u64,
+    /// `fetch.max.bytes`: the most a Fetch response carries, whatever a client asks.
+    pub fetch_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes buffered across all connections.
+    pub queued_max_request_bytes: usize,
 }
 
 impl BrokerConfig {
@@ -57,6 +61,10 @@ impl BrokerConfig {
             max_connections: 10_000,
             max_inflight_requests: 100,
             fetch_max_wait_cap_ms: 30_000,
+            fetch_max_bytes: 57_671_680,
+            // Kafka leaves this unbounded (-1); Sluice bounds it so that memory held by
+            // requests in progress has a ceiling, generous enough for several 100 MiB frames.
+            queued_max_request_bytes: 512 * 1024 * 1024,
         }
     }
 }

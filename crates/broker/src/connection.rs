@@ -10,7 +10,7 @@ use sluice_protocol::frame::take_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -32,9 +32,12 @@ pub async fn serve(
     let writer = tokio::spawn(write_loop(wr, rx));
     let max_frame = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Memory reserved from the broker-wide budget for the large frame being read.
+    let mut frame_permit: Option<OwnedSemaphorePermit> = None;
     let result = async {
         loop {
             while let Some(frame) = take_frame(&mut buf, max_frame)? {
+                let _held = frame_permit.take();
                 // A parked fetch must not hold up shutdown; no handler is cancelled in
                 // the middle of an append because appends never await.
                 let response = tokio::select! {
@@ -52,9 +55,27 @@ pub async fn serve(
                     }
                 }
             }
+            let pending = pending_frame_len(&buf);
+            if let (Some(n), None) = (pending, &frame_permit) {
+                if n > READ_CHUNK {
+                    // queued.max.request.bytes: large frames wait for room in the
+                    // broker-wide budget before their bytes are buffered.
+                    let budget = broker.request_memory.clone();
+                    let kib = u32::try_from(n.div_ceil(1024))
+                        .unwrap_or(u32::MAX)
+                        .min(broker.request_memory_kib);
+                    tokio::select! {
+                        permit = budget.acquire_many_owned(kib) => match permit {
+                            Ok(p) => frame_permit = Some(p),
+                            Err(_) => return Ok(()), // budget closed: shutting down
+                        },
+                        _ = stop.recv() => return Ok(()),
+                    }
+                }
+            }
             // Reserve what the frame in progress still needs (bounded by the frame
             // limit, already checked by take_frame) so large frames read in few calls.
-            let want = pending_frame_len(&buf).map_or(READ_CHUNK, |n| {
+            let want = pending.map_or(READ_CHUNK, |n| {
                 n.saturating_sub(buf.len())
                     .clamp(READ_CHUNK, 8 * READ_CHUNK)
             });

@@ -52,7 +52,9 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         })
         .collect();
     let read_committed = req.isolation_level == 1;
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config.fetch_max_bytes);
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let wait_ms = u64::try_from(req.max_wait_ms)
         .unwrap_or(0)

@@ -91,6 +91,13 @@ pub struct Cli {
     /// `max.connections`.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// `fetch.max.bytes`: the most one Fetch response carries.
+    #[arg(long, env = "SLUICE_FETCH_MAX_BYTES", default_value_t = 57_671_680)]
+    pub fetch_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes buffered across all connections
+    /// (Kafka: unbounded by default; Sluice: 512 MiB).
+    #[arg(long, env = "SLUICE_QUEUED_MAX_REQUEST_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub queued_max_request_bytes: usize,
     /// Responses a connection may have queued before the broker stops reading from it.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 100)]
     pub max_inflight_requests: usize,
@@ -163,6 +170,8 @@ impl Cli {
         c.socket_request_max_bytes = self.socket_request_max_bytes;
         c.max_connections = self.max_connections;
         c.max_inflight_requests = self.max_inflight_requests;
+        c.fetch_max_bytes = self.fetch_max_bytes;
+        c.queued_max_request_bytes = self.queued_max_request_bytes;
         Ok(c)
     }
 }
