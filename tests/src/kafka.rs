@@ -51,7 +51,10 @@ pub async fn create_topic(addr: &str, name: &str, partitions: i32, configs: &[(&
         topic = topic.set(k, v);
     }
     let res = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .expect("create_topics");
     for r in res {
@@ -74,7 +77,13 @@ pub fn consumer(addr: &str, extra: &[(&str, &str)]) -> BaseConsumer {
 
 /// Assigns `(partition, offset)` pairs of `topic` and polls until `count` messages came
 /// or `timeout` passed; returns what arrived, in arrival order.
-pub fn consume(consumer: &BaseConsumer, topic: &str, from: &[(i32, Offset)], count: usize, timeout: Duration) -> Vec<Got> {
+pub fn consume(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: &[(i32, Offset)],
+    count: usize,
+    timeout: Duration,
+) -> Vec<Got> {
     let mut tpl = TopicPartitionList::new();
     for (p, off) in from {
         tpl.add_partition_offset(topic, *p, *off).expect("tpl");
@@ -94,7 +103,11 @@ pub fn consume(consumer: &BaseConsumer, topic: &str, from: &[(i32, Offset)], cou
                 timestamp: m.timestamp().to_millis(),
                 headers: m
                     .headers()
-                    .map(|h| h.iter().map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec))).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }),
         }
@@ -103,7 +116,12 @@ pub fn consume(consumer: &BaseConsumer, topic: &str, from: &[(i32, Offset)], cou
 }
 
 /// Produces `values` to one partition and returns each message's assigned offset.
-pub async fn produce_all(producer: &FutureProducer, topic: &str, partition: Option<i32>, msgs: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<(i32, i64)> {
+pub async fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    msgs: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> Vec<(i32, i64)> {
     let futures: Vec<_> = msgs
         .iter()
         .map(|(k, v)| {

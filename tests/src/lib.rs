@@ -2,10 +2,17 @@
 //! ports with throwaway data dirs, and a minimal raw Kafka client for sending exact
 //! (even malformed) requests.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 pub mod kafka;
 pub mod raw;
+pub mod recorder;
+pub mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,7 +27,10 @@ pub fn sluice_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> -> target/<profile>/sluice
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let bin = profile_dir.join("sluice");
     assert!(
         bin.exists(),
@@ -65,9 +75,15 @@ impl Sluice {
     /// Stops with SIGTERM and waits for a clean exit (asserting exit status 0).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let status = wait_timeout(&mut child, Duration::from_secs(20));
-            assert!(status.is_some_and(|s| s.success()), "sluice did not exit cleanly on SIGTERM: {status:?}");
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "sluice did not exit cleanly on SIGTERM: {status:?}"
+            );
         }
     }
 
@@ -116,7 +132,10 @@ fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
         .arg("--listen")
         .arg(listen)
         .args(extra)
-        .env("SLUICE_LOG_LEVEL", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "SLUICE_LOG_LEVEL",
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -129,7 +148,11 @@ fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
             let Ok(line) = line else { break };
             if let Some(t) = tx.as_ref() {
                 if line.contains("sluice listening") {
-                    if let Some(addr) = line.split("listen=").nth(1).and_then(|r| r.split_whitespace().next()) {
+                    if let Some(addr) = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                    {
                         let _ = t.send(addr.to_string());
                         tx = None;
                     }

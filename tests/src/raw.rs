@@ -18,7 +18,9 @@ pub struct RawClient {
 impl RawClient {
     pub fn connect(addr: &str) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         RawClient {
             stream,
@@ -28,20 +30,30 @@ impl RawClient {
 
     /// Sends `req` as `api` at `version` and decodes the response (checking the
     /// correlation id and that the whole body was consumed).
-    pub fn call<Req: Encode, Resp: Decode>(&mut self, api: ApiKey, version: i16, req: &Req) -> Resp {
+    pub fn call<Req: Encode, Resp: Decode>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
         let corr = self.send(api, version, req);
         let mut body = self.read_frame().expect("response frame");
         let header_version = api.response_header_version(version);
         let got = i32::from_be_bytes(body[..4].try_into().unwrap());
         assert_eq!(got, corr, "correlation id");
-        let _ = bytes::Buf::advance(&mut body, 4);
+        bytes::Buf::advance(&mut body, 4);
         if header_version >= 1 {
             // Response header v1: an empty tagged-field section (one zero byte).
             assert_eq!(body[0], 0, "response header tagged fields");
-            let _ = bytes::Buf::advance(&mut body, 1);
+            bytes::Buf::advance(&mut body, 1);
         }
         let resp = Resp::decode(&mut body, version).expect("decode response");
-        assert!(body.is_empty(), "{} trailing bytes after {:?} v{version} response", body.len(), api);
+        assert!(
+            body.is_empty(),
+            "{} trailing bytes after {:?} v{version} response",
+            body.len(),
+            api
+        );
         resp
     }
 
@@ -49,7 +61,8 @@ impl RawClient {
     pub fn send<Req: Encode>(&mut self, api: ApiKey, version: i16, req: &Req) -> i32 {
         let corr = self.next_correlation;
         self.next_correlation += 1;
-        let frame = encode_request(api, version, corr, Some("sluice-tests"), req).expect("encode request");
+        let frame =
+            encode_request(api, version, corr, Some("sluice-tests"), req).expect("encode request");
         self.stream.write_all(&frame).expect("write");
         corr
     }
@@ -76,7 +89,10 @@ impl RawClient {
             Ok(0) => true,
             Ok(_) => false,
             // A read timeout means the connection is still open.
-            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         }
     }
 }

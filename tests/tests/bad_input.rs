@@ -12,15 +12,19 @@ use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
 use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use sluice_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse,
 };
 use sluice_protocol::records::RecordBatchBuilder;
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::Sluice;
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn batch_at(ts: i64, value: &[u8]) -> Bytes {
@@ -41,7 +45,10 @@ fn create(c: &mut RawClient, name: &str, configs: &[(&str, &str)]) -> i16 {
             replication_factor: 1,
             configs: configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig { name: k.to_string(), value: Some(v.to_string()) })
+                .map(|(k, v)| CreatableTopicConfig {
+                    name: k.to_string(),
+                    value: Some(v.to_string()),
+                })
                 .collect(),
             ..Default::default()
         }],
@@ -58,7 +65,10 @@ fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
         timeout_ms: 10_000,
         topic_data: vec![TopicProduceData {
             name: topic.into(),
-            partition_data: vec![PartitionProduceData { index: 0, records: Some(records) }],
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(records),
+            }],
         }],
         ..Default::default()
     };
@@ -75,7 +85,12 @@ fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, Bytes) {
         session_epoch: -1,
         topics: vec![FetchTopic {
             topic: topic.into(),
-            partitions: vec![FetchPartition { partition: 0, fetch_offset: offset, partition_max_bytes: 1 << 20, ..Default::default() }],
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
         ..Default::default()
@@ -88,14 +103,21 @@ fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, Bytes) {
 /// The broker answers a fresh client and still returns the acknowledged record.
 fn assert_healthy(addr: &str) {
     let mut c = RawClient::connect(addr);
-    let v: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest {
-        client_software_name: "tests".into(),
-        client_software_version: "1".into(),
-    });
+    let v: ApiVersionsResponse = c.call(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest {
+            client_software_name: "tests".into(),
+            client_software_version: "1".into(),
+        },
+    );
     assert_eq!(v.error_code, 0);
     let (code, records) = fetch(&mut c, "kept", 0);
     assert_eq!(code, 0);
-    assert!(records.windows(8).any(|w| w == b"survivor"), "acknowledged record still there");
+    assert!(
+        records.windows(8).any(|w| w == b"survivor"),
+        "acknowledged record still there"
+    );
 }
 
 fn setup() -> Sluice {
@@ -109,7 +131,10 @@ fn setup() -> Sluice {
 fn assert_closed(c: &mut RawClient, what: &str) {
     let start = Instant::now();
     assert!(c.is_closed_by_peer(), "{what}: connection should be closed");
-    assert!(start.elapsed() < Duration::from_secs(10), "{what}: closed promptly");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{what}: closed promptly"
+    );
 }
 
 #[test]
@@ -162,7 +187,14 @@ fn truncated_frame_and_random_bytes_close_only_that_connection() {
     let _ = c.write_raw(&junk);
     assert_closed(&mut c, "random bytes");
     // The connection opened before all this still works.
-    let m: MetadataResponse = other.call(ApiKey::Metadata, 12, &MetadataRequest { topics: None, ..Default::default() });
+    let m: MetadataResponse = other.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest {
+            topics: None,
+            ..Default::default()
+        },
+    );
     assert!(m.topics.iter().any(|t| t.name.as_deref() == Some("kept")));
     assert_healthy(&node.addr);
 }
@@ -204,11 +236,23 @@ fn unknown_api_key_and_unsupported_versions() {
     assert_closed(&mut c, "unknown api key");
     // Produce v2 (before the v2 record format) is not served: closed.
     let mut c = RawClient::connect(&node.addr);
-    c.send(ApiKey::Produce, 2, &ProduceRequest { acks: 1, timeout_ms: 1000, ..Default::default() });
+    c.send(
+        ApiKey::Produce,
+        2,
+        &ProduceRequest {
+            acks: 1,
+            timeout_ms: 1000,
+            ..Default::default()
+        },
+    );
     assert_closed(&mut c, "produce v2");
     // An API we do not serve yet (JoinGroup) is closed too.
     let mut c = RawClient::connect(&node.addr);
-    c.send(ApiKey::JoinGroup, 5, &sluice_protocol::messages::JoinGroupRequest::default());
+    c.send(
+        ApiKey::JoinGroup,
+        5,
+        &sluice_protocol::messages::JoinGroupRequest::default(),
+    );
     assert_closed(&mut c, "unserved api");
     // ApiVersions with a version from the future: a v0 answer with UNSUPPORTED_VERSION
     // and our ranges, so the client can retry.
@@ -223,12 +267,17 @@ fn unknown_api_key_and_unsupported_versions() {
     frame.put_i32(f.len() as i32);
     frame.put_slice(&f);
     c.write_raw(&frame).unwrap();
-    let mut body = c.read_frame().expect("ApiVersions answers an unknown version");
+    let mut body = c
+        .read_frame()
+        .expect("ApiVersions answers an unknown version");
     assert_eq!(&body[..4], &42i32.to_be_bytes());
-    let _ = bytes::Buf::advance(&mut body, 4);
+    bytes::Buf::advance(&mut body, 4);
     let v = <ApiVersionsResponse as sluice_protocol::codec::Decode>::decode(&mut body, 0).unwrap();
     assert_eq!(v.error_code, ErrorCode::UnsupportedVersion.code());
-    assert!(v.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+    assert!(v
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 18 && k.max_version == 4));
     assert_healthy(&node.addr);
 }
 
@@ -237,14 +286,28 @@ fn invalid_topic_names_get_invalid_topic_exception() {
     let node = setup();
     let mut c = RawClient::connect(&node.addr);
     for bad in ["bad name", "..", "x/y", &"n".repeat(250)] {
-        assert_eq!(create(&mut c, bad, &[]), ErrorCode::InvalidTopicException.code(), "{bad}");
+        assert_eq!(
+            create(&mut c, bad, &[]),
+            ErrorCode::InvalidTopicException.code(),
+            "{bad}"
+        );
     }
-    let m: MetadataResponse = c.call(ApiKey::Metadata, 12, &MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic { name: Some("no way".into()), ..Default::default() }]),
-        allow_auto_topic_creation: true,
-        ..Default::default()
-    });
-    assert_eq!(m.topics[0].error_code, ErrorCode::InvalidTopicException.code());
+    let m: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic {
+                name: Some("no way".into()),
+                ..Default::default()
+            }]),
+            allow_auto_topic_creation: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        m.topics[0].error_code,
+        ErrorCode::InvalidTopicException.code()
+    );
     assert_healthy(&node.addr);
 }
 
@@ -258,34 +321,80 @@ fn bad_batches_get_their_kafka_error_codes() {
     let mut bad = BytesMut::from(&batch(b"flip me")[..]);
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
-    assert_eq!(produce(&mut c, "kept", bad.freeze()).0, ErrorCode::CorruptMessage.code());
+    assert_eq!(
+        produce(&mut c, "kept", bad.freeze()).0,
+        ErrorCode::CorruptMessage.code()
+    );
 
     // Over max.message.bytes.
-    assert_eq!(produce(&mut c, "small", batch(&vec![b'z'; 2000])).0, ErrorCode::MessageTooLarge.code());
-    assert_eq!(produce(&mut c, "small", batch(&vec![b'z'; 500])), (0, 0), "a batch under the limit is fine");
+    assert_eq!(
+        produce(&mut c, "small", batch(&vec![b'z'; 2000])).0,
+        ErrorCode::MessageTooLarge.code()
+    );
+    assert_eq!(
+        produce(&mut c, "small", batch(&vec![b'z'; 500])),
+        (0, 0),
+        "a batch under the limit is fine"
+    );
 
     // Timestamps two hours ahead (default after.max.ms is 1 h) and, with a topic
     // bound, too far behind.
-    assert_eq!(produce(&mut c, "kept", batch_at(now_ms() + 7_200_000, b"future")).0, ErrorCode::InvalidTimestamp.code());
-    assert_eq!(create(&mut c, "recent", &[("message.timestamp.before.max.ms", "60000")]), 0);
-    assert_eq!(produce(&mut c, "recent", batch_at(now_ms() - 3_600_000, b"old")).0, ErrorCode::InvalidTimestamp.code());
+    assert_eq!(
+        produce(&mut c, "kept", batch_at(now_ms() + 7_200_000, b"future")).0,
+        ErrorCode::InvalidTimestamp.code()
+    );
+    assert_eq!(
+        create(
+            &mut c,
+            "recent",
+            &[("message.timestamp.before.max.ms", "60000")]
+        ),
+        0
+    );
+    assert_eq!(
+        produce(&mut c, "recent", batch_at(now_ms() - 3_600_000, b"old")).0,
+        ErrorCode::InvalidTimestamp.code()
+    );
 
     // Unknown topic: no auto-creation on produce.
-    assert_eq!(produce(&mut c, "never-created", batch(b"x")).0, ErrorCode::UnknownTopicOrPartition.code());
-    let m: MetadataResponse = c.call(ApiKey::Metadata, 12, &MetadataRequest {
-        topics: Some(vec![MetadataRequestTopic { name: Some("never-created".into()), ..Default::default() }]),
-        allow_auto_topic_creation: false,
-        ..Default::default()
-    });
-    assert_eq!(m.topics[0].error_code, ErrorCode::UnknownTopicOrPartition.code());
+    assert_eq!(
+        produce(&mut c, "never-created", batch(b"x")).0,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+    let m: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest {
+            topics: Some(vec![MetadataRequestTopic {
+                name: Some("never-created".into()),
+                ..Default::default()
+            }]),
+            allow_auto_topic_creation: false,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        m.topics[0].error_code,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
 
     // Fetch beyond the log end.
-    assert_eq!(fetch(&mut c, "kept", 1000).0, ErrorCode::OffsetOutOfRange.code());
+    assert_eq!(
+        fetch(&mut c, "kept", 1000).0,
+        ErrorCode::OffsetOutOfRange.code()
+    );
 
     // Nothing above was appended to "kept": still exactly one record.
     let (code, records) = fetch(&mut c, "kept", 0);
     assert_eq!(code, 0);
     let header = sluice_protocol::records::RecordBatchHeader::parse(&records).unwrap();
-    assert_eq!((header.base_offset, header.records_count, header.total_size()), (0, 1, records.len()));
+    assert_eq!(
+        (
+            header.base_offset,
+            header.records_count,
+            header.total_size()
+        ),
+        (0, 1, records.len())
+    );
     assert_healthy(&node.addr);
 }

@@ -27,7 +27,14 @@ async fn restart_keeps_everything_acknowledged() {
     let mut node = Sluice::start(&[]);
     create_topic(&node.addr, "persist", 3, &[("segment.bytes", "1048576")]).await;
     let p = producer(&node.addr, &[("acks", "all")]);
-    let msgs: Vec<_> = (0..3000).map(|i| (Some(format!("key{}", i % 7).into_bytes()), vec![b'x'; 1000 + i % 10])).collect();
+    let msgs: Vec<_> = (0..3000)
+        .map(|i| {
+            (
+                Some(format!("key{}", i % 7).into_bytes()),
+                vec![b'x'; 1000 + i % 10],
+            )
+        })
+        .collect();
     let placed = produce_all(&p, "persist", None, &msgs).await;
     drop(p);
     node.stop();
@@ -36,26 +43,49 @@ async fn restart_keeps_everything_acknowledged() {
     let from: Vec<_> = (0..3).map(|p| (p, Offset::Beginning)).collect();
     let got = consume(&c, "persist", &from, msgs.len(), Duration::from_secs(30));
     assert_eq!(got.len(), msgs.len());
-    let mut expected: Vec<(i32, i64, Vec<u8>)> = placed.iter().zip(&msgs).map(|((p, o), (_, v))| (*p, *o, v.clone())).collect();
-    let mut actual: Vec<(i32, i64, Vec<u8>)> = got.into_iter().map(|m| (m.partition, m.offset, m.value.unwrap())).collect();
+    let mut expected: Vec<(i32, i64, Vec<u8>)> = placed
+        .iter()
+        .zip(&msgs)
+        .map(|((p, o), (_, v))| (*p, *o, v.clone()))
+        .collect();
+    let mut actual: Vec<(i32, i64, Vec<u8>)> = got
+        .into_iter()
+        .map(|m| (m.partition, m.offset, m.value.unwrap()))
+        .collect();
     expected.sort();
     actual.sort();
     assert_eq!(actual, expected);
     // 3 MB over 3 partitions with 1 MiB segments: at least one partition rolled.
-    let rolled = (0..3).any(|p| segment_files(&node.data_dir.join(format!("persist-{p}"))).len() > 1);
+    let rolled =
+        (0..3).any(|p| segment_files(&node.data_dir.join(format!("persist-{p}"))).len() > 1);
     assert!(rolled, "segment.bytes=1MiB should have rolled a segment");
 }
+
+/// (offset, value) of every acknowledged message, filled by the delivery tasks.
+type Acked = Arc<Mutex<Vec<(i64, Vec<u8>)>>>;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_produce_loses_no_acknowledged_message() {
     let mut node = Sluice::start(&[]);
     create_topic(&node.addr, "crash", 1, &[]).await;
-    let acked: Arc<Mutex<Vec<(i64, Vec<u8>)>>> = Arc::default();
-    let p = Arc::new(producer(&node.addr, &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "5000"), ("retries", "0")]));
+    let acked: Acked = Arc::default();
+    let p = Arc::new(producer(
+        &node.addr,
+        &[
+            ("acks", "all"),
+            ("linger.ms", "1"),
+            ("message.timeout.ms", "5000"),
+            ("retries", "0"),
+        ],
+    ));
     let mut tasks = Vec::new();
     for i in 0..200_000usize {
         let value = format!("crash-{i:08}").into_bytes();
-        let fut = match p.send_result(FutureRecord::<(), Vec<u8>>::to("crash").partition(0).payload(&value)) {
+        let fut = match p.send_result(
+            FutureRecord::<(), Vec<u8>>::to("crash")
+                .partition(0)
+                .payload(&value),
+        ) {
             Ok(f) => f,
             Err(_) => break,
         };
@@ -83,20 +113,39 @@ async fn kill_9_during_produce_loses_no_acknowledged_message() {
     }
     drop(p);
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 20_000, "only {} acknowledged before the crash", acked.len());
+    assert!(
+        acked.len() >= 20_000,
+        "only {} acknowledged before the crash",
+        acked.len()
+    );
 
     node.restart();
     let c = consumer(&node.addr, &[]);
-    let (low, high) = c.fetch_watermarks("crash", 0, Duration::from_secs(10)).unwrap();
+    let (low, high) = c
+        .fetch_watermarks("crash", 0, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(low, 0);
     let max_acked = acked.iter().map(|a| a.0).max().unwrap();
-    assert!(high > max_acked, "high watermark {high} must cover every acknowledged offset (max {max_acked})");
-    let got = consume(&c, "crash", &[(0, Offset::Beginning)], high as usize, Duration::from_secs(60));
+    assert!(
+        high > max_acked,
+        "high watermark {high} must cover every acknowledged offset (max {max_acked})"
+    );
+    let got = consume(
+        &c,
+        "crash",
+        &[(0, Offset::Beginning)],
+        high as usize,
+        Duration::from_secs(60),
+    );
     assert_eq!(got.len() as i64, high, "the log is readable to its end");
     for (offset, value) in &acked {
         let m = &got[*offset as usize];
         assert_eq!(m.offset, *offset);
-        assert_eq!(m.value.as_deref(), Some(&value[..]), "acknowledged offset {offset} changed");
+        assert_eq!(
+            m.value.as_deref(),
+            Some(&value[..]),
+            "acknowledged offset {offset} changed"
+        );
     }
 }
 
@@ -107,7 +156,12 @@ async fn crash_with_batches(node: &mut Sluice, topic: &str, n: usize) -> PathBuf
     for i in 0..n {
         // Awaiting each send makes every message its own batch.
         let v = format!("{topic}-{i}");
-        p.send(FutureRecord::<(), _>::to(topic).partition(0).payload(&v), Duration::from_secs(10)).await.expect("send");
+        p.send(
+            FutureRecord::<(), _>::to(topic).partition(0).payload(&v),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("send");
     }
     drop(p);
     node.kill9();
@@ -118,10 +172,24 @@ async fn crash_with_batches(node: &mut Sluice, topic: &str, n: usize) -> PathBuf
 async fn assert_recovered_prefix(node: &mut Sluice, topic: &str, valid: usize) {
     node.restart();
     let c = consumer(&node.addr, &[]);
-    let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap();
-    assert_eq!(high, valid as i64, "recovery keeps exactly the valid batches");
-    let got = consume(&c, topic, &[(0, Offset::Beginning)], valid, Duration::from_secs(20));
-    let values: Vec<String> = got.iter().map(|m| String::from_utf8(m.value.clone().unwrap()).unwrap()).collect();
+    let (_, high) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        high, valid as i64,
+        "recovery keeps exactly the valid batches"
+    );
+    let got = consume(
+        &c,
+        topic,
+        &[(0, Offset::Beginning)],
+        valid,
+        Duration::from_secs(20),
+    );
+    let values: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.value.clone().unwrap()).unwrap())
+        .collect();
     let expected: Vec<String> = (0..valid).map(|i| format!("{topic}-{i}")).collect();
     assert_eq!(values, expected);
     // The log accepts new data right after the recovered end.

@@ -142,6 +142,11 @@ async fn dispatch(
             &header,
             &handlers::offset_for_leader_epoch::handle(b, decode(&mut body, v)?, v),
         ),
+        ApiKey::FindCoordinator => respond(
+            api,
+            &header,
+            &handlers::find_coordinator::handle(b, decode(&mut body, v)?, v),
+        ),
         ApiKey::DescribeLogDirs => respond(
             api,
             &header,

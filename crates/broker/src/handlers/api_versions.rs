@@ -64,7 +64,9 @@ pub fn handle(header: &ParsedHeader, body: &mut Bytes) -> Result<Option<Bytes>, 
         && (!valid_software_field(&req.client_software_name)
             || !valid_software_field(&req.client_software_version))
     {
+        // As Kafka: INVALID_REQUEST with no API list.
         resp.error_code = ErrorCode::InvalidRequest.code();
+        resp.api_keys.clear();
     }
     Ok(Some(encode_response(
         header.correlation_id,

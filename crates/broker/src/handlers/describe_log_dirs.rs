@@ -46,15 +46,31 @@ pub fn handle(
             });
         }
     }
+    let (total_bytes, usable_bytes) = volume_bytes(&broker.config.data_dir);
     DescribeLogDirsResponse {
         results: vec![DescribeLogDirsResult {
             error_code: ErrorCode::None.code(),
             log_dir: broker.config.data_dir.display().to_string(),
             topics,
-            // Unknown volume sizes are -1 in Kafka's protocol.
-            total_bytes: -1,
-            usable_bytes: -1,
+            total_bytes,
+            usable_bytes,
         }],
         ..Default::default()
+    }
+}
+
+/// Size and space available to us of the data dir's volume; -1 (Kafka's "unknown")
+/// when statvfs fails.
+fn volume_bytes(dir: &std::path::Path) -> (i64, i64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(v) => {
+            let total = v.f_blocks.saturating_mul(v.f_frsize);
+            let usable = v.f_bavail.saturating_mul(v.f_frsize);
+            (
+                i64::try_from(total).unwrap_or(i64::MAX),
+                i64::try_from(usable).unwrap_or(i64::MAX),
+            )
+        }
+        Err(_) => (-1, -1),
     }
 }

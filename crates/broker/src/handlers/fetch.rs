@@ -34,8 +34,10 @@ struct Wanted {
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
-    // A client continuing a session we never created: tell it to start over.
-    if req.session_id != 0 || req.session_epoch > 0 {
+    // A client continuing a session we never created: tell it to start over. Epochs 0
+    // (initial) and -1 (final) are full fetches, served whatever session id they name
+    // (Kafka closes that session); any other epoch continues a session (KIP-227).
+    if req.session_epoch != 0 && req.session_epoch != -1 {
         return FetchResponse {
             error_code: ErrorCode::FetchSessionIdNotFound.code(),
             ..Default::default()

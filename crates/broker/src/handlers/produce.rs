@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use sluice_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -22,7 +23,7 @@ pub const VERSIONS: (i16, i16) = (3, 11);
 pub async fn handle(
     broker: &Arc<Broker>,
     req: ProduceRequest,
-    _version: i16,
+    version: i16,
 ) -> Result<Option<ProduceResponse>, BrokerError> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -40,7 +41,7 @@ pub async fn handle(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
-                    Some((t, p)) => append(t.config.clone(), p, pd.records),
+                    Some((t, p)) => append(t.config.clone(), p, pd.records, version),
                 }
             };
             partition_responses.push(match result {
@@ -110,11 +111,12 @@ fn append(
     config: TopicConfig,
     partition: &crate::partition::Partition,
     records: Option<Bytes>,
+    version: i16,
 ) -> Result<Appended, Failure> {
     let records = records
         .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
-    let header = validate(&config, &records, now)?;
+    let header = validate(&config, &records, now, version)?;
     // The frame buffer is shared, so the batch is copied once into a buffer we own
     // before its header is rewritten in place (base offset, leader epoch, timestamps).
     let mut batch = BytesMut::from(&records[..header.total_size()]);
@@ -140,6 +142,7 @@ fn validate(
     config: &TopicConfig,
     records: &Bytes,
     now: i64,
+    version: i16,
 ) -> Result<sluice_protocol::records::RecordBatchHeader, Failure> {
     let mut iter = BatchIter::new(records);
     let (header, _) = match iter.next() {
@@ -167,6 +170,13 @@ fn validate(
                 "Produce requests with version 3 and above must contain exactly one record batch"
                     .into(),
             ),
+        ));
+    }
+    // As Kafka's ProduceRequest.validateRecords: zstd needs a client that said so (v7+).
+    if version < 7 && matches!(header.compression(), Ok(Compression::Zstd)) {
+        return Err(Failure::new(
+            ErrorCode::UnsupportedCompressionType,
+            Some(format!("Produce requests with version {version} are not allowed to use ZStandard compression")),
         ));
     }
     if header.total_size() as i64 > config.max_message_bytes {
