@@ -6,8 +6,8 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
-use sluice_system_tests::kafka::{consume, consumer, create_topic, produce_all, producer};
 use sluice_protocol::records::RecordBatchHeader;
+use sluice_system_tests::kafka::{consume, consumer, create_topic, produce_all, producer};
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::wire::fetch_at;
 use sluice_system_tests::Sluice;
@@ -95,7 +95,9 @@ async fn every_compression_codec_round_trips() {
         // The batches on disk really use the codec (librdkafka silently sends
         // uncompressed batches when it thinks a broker cannot take the codec).
         let mut raw = RawClient::connect(&node.addr);
-        let records = fetch_at(&mut raw, "codecs", 0, next).records.unwrap_or_default();
+        let records = fetch_at(&mut raw, "codecs", 0, next)
+            .records
+            .unwrap_or_default();
         let header = RecordBatchHeader::parse(&records).expect("a stored batch");
         assert_eq!(header.base_offset, next, "{codec}");
         assert_eq!(
@@ -294,4 +296,57 @@ async fn consume_from_latest_offset_and_timestamp_and_list_offsets() {
         Some((100, Some(b"after".to_vec()))),
         "a consumer at latest sees only the new message"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_compression_type_recompresses_on_append() {
+    let node = Sluice::start(&[]);
+    create_topic(&node.addr, "recompress", 1, &[("compression.type", "zstd")]).await;
+    create_topic(
+        &node.addr,
+        "plain",
+        1,
+        &[("compression.type", "uncompressed")],
+    )
+    .await;
+    for (topic, producer_codec, stored) in
+        [("recompress", "gzip", "zstd"), ("plain", "snappy", "none")]
+    {
+        let p = producer(
+            &node.addr,
+            &[("compression.codec", producer_codec), ("linger.ms", "20")],
+        );
+        let msgs: Vec<_> = (0..300)
+            .map(|i| (Some(format!("k{i}").into_bytes()), payload(i, 200)))
+            .collect();
+        produce_all(&p, topic, Some(0), &msgs).await;
+        let c = consumer(&node.addr, &[]);
+        let got = consume(
+            &c,
+            topic,
+            &[(0, Offset::Beginning)],
+            msgs.len(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(got.len(), msgs.len(), "{topic}");
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(
+                (m.offset, m.key.as_deref(), m.value.as_deref()),
+                (
+                    i as i64,
+                    Some(format!("k{i}").as_bytes()),
+                    Some(&msgs[i].1[..])
+                ),
+                "{topic} {i}"
+            );
+        }
+        let mut raw = RawClient::connect(&node.addr);
+        let records = fetch_at(&mut raw, topic, 0, 0).records.unwrap_or_default();
+        let header = RecordBatchHeader::parse(&records).expect("a stored batch");
+        assert_eq!(
+            header.compression().expect("known codec").name(),
+            stored,
+            "{topic}"
+        );
+    }
 }

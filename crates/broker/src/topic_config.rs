@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use sluice_protocol::compression::Compression;
+
 /// The value type of a config, used to validate what clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
@@ -230,6 +232,7 @@ impl BrokerLogDefaults {
             index_interval_bytes: self.long("index.interval.bytes", overrides),
             flush_messages: self.long("flush.messages", overrides),
             flush_ms: self.long("flush.ms", overrides),
+            compression: target_compression(&self.string("compression.type", overrides)),
         }
     }
 }
@@ -251,6 +254,20 @@ pub struct TopicConfig {
     pub index_interval_bytes: i64,
     pub flush_messages: i64,
     pub flush_ms: i64,
+    /// `compression.type`: `None` keeps the producer's codec ("producer"); otherwise
+    /// batches in another codec are recompressed on append, as Kafka does.
+    pub compression: Option<Compression>,
+}
+
+/// Maps Kafka's `compression.type` value to the codec batches must be stored in.
+fn target_compression(value: &str) -> Option<Compression> {
+    if value.eq_ignore_ascii_case("uncompressed") {
+        return Some(Compression::None);
+    }
+    if value.eq_ignore_ascii_case("producer") {
+        return None;
+    }
+    Compression::from_name(value)
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use sluice_protocol::messages::{ProduceRequest, ProduceResponse};
-use sluice_protocol::records::{set_log_append_time, verify_crc, BatchIter, RecordsError};
+use sluice_protocol::records::{
+    decode_records, set_log_append_time, verify_crc, BatchIter, RecordBatchBuilder,
+    RecordBatchHeader, RecordHeader, RecordsError,
+};
 use tracing::warn;
 
 use crate::broker::{now_ms, Broker};
@@ -117,9 +120,15 @@ fn append(
         .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
     let header = validate(&config, &records, now, version)?;
-    // The frame buffer is shared, so the batch is copied once into a buffer we own
-    // before its header is rewritten in place (base offset, leader epoch, timestamps).
-    let mut batch = BytesMut::from(&records[..header.total_size()]);
+    let batch = records.slice(..header.total_size());
+    let mut batch = match config.compression {
+        Some(target) if header.compression().ok() != Some(target) => {
+            recompress(&batch, &header, target, config.max_message_bytes)?
+        }
+        // The frame buffer is shared, so the batch is copied once into a buffer we own
+        // before its header is rewritten in place (base offset, leader epoch, timestamps).
+        _ => BytesMut::from(&batch[..]),
+    };
     let log_append_time = if config.log_append_time {
         set_log_append_time(&mut batch, now).map_err(corrupt)?;
         now
@@ -135,6 +144,46 @@ fn append(
         log_append_time,
         log_start_offset: info.log_start_offset,
     })
+}
+
+/// Rebuilds a batch in the topic's `compression.type`, keeping every record, offset
+/// delta, timestamp and the producer fields (Kafka's LogValidator does the same when
+/// the target codec differs from the producer's).
+fn recompress(
+    batch: &Bytes,
+    header: &RecordBatchHeader,
+    target: Compression,
+    max_bytes: i64,
+) -> Result<BytesMut, Failure> {
+    // Decompressed data may be larger than the batch; bound it generously but finitely.
+    let limit = usize::try_from(max_bytes.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(64)
+        .min(1 << 30);
+    let records = decode_records(batch, limit).map_err(corrupt)?;
+    let mut builder = RecordBatchBuilder::new()
+        .compression(target)
+        .timestamp_type(header.timestamp_type())
+        .producer(
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+        )
+        .transactional(header.is_transactional());
+    for r in &records {
+        let headers: Vec<RecordHeader> = r.headers.clone();
+        builder
+            .push_at(
+                r.offset_delta,
+                r.timestamp(header),
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &headers,
+            )
+            .map_err(corrupt)?;
+    }
+    let rebuilt = builder.build().map_err(corrupt)?;
+    Ok(BytesMut::from(&rebuilt[..]))
 }
 
 /// Kafka's checks on a produced record set (LogValidator), at the batch header level.
