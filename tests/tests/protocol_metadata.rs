@@ -20,7 +20,9 @@ use sluice_system_tests::Sluice;
 /// What the broker must advertise: (api, min, max). Each pair is exercised by a test in
 /// one of the protocol_*.rs files.
 const MATRIX: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    // Advertised from v0 for old librdkafka's compression check (KAFKA-18659); v0-2
+    // are refused (bad_input.rs: unknown_api_key_and_unsupported_versions).
+    (ApiKey::Produce, 0, 11),
     (ApiKey::Fetch, 4, 17),
     (ApiKey::ListOffsets, 0, 10),
     (ApiKey::Metadata, 0, 12),
@@ -152,7 +154,11 @@ fn api_versions_v3_validates_client_software_name_and_version() {
             "v{v} name={name:?} version={ver:?}"
         );
         // As Kafka: a refused request carries no API list.
-        assert_eq!(resp.api_keys.is_empty(), *want != ErrorCode::None, "v{v} {name:?}");
+        assert_eq!(
+            resp.api_keys.is_empty(),
+            *want != ErrorCode::None,
+            "v{v} {name:?}"
+        );
     }
 }
 
@@ -440,25 +446,55 @@ fn find_coordinator_every_version_names_this_node() {
                 ..Default::default()
             }
         } else {
-            FindCoordinatorRequest { key: "g1".into(), key_type, ..Default::default() }
+            FindCoordinatorRequest {
+                key: "g1".into(),
+                key_type,
+                ..Default::default()
+            }
         };
         let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, v, &req);
         if v >= 4 {
             let got: Vec<_> = r
                 .coordinators
                 .iter()
-                .map(|k| (k.key.as_str(), k.node_id, k.host.as_str(), k.port, k.error_code))
+                .map(|k| {
+                    (
+                        k.key.as_str(),
+                        k.node_id,
+                        k.host.as_str(),
+                        k.port,
+                        k.error_code,
+                    )
+                })
                 .collect();
-            assert_eq!(got, vec![("g1", 1, "127.0.0.1", port, 0), ("g2", 1, "127.0.0.1", port, 0)], "v{v}");
+            assert_eq!(
+                got,
+                vec![
+                    ("g1", 1, "127.0.0.1", port, 0),
+                    ("g2", 1, "127.0.0.1", port, 0)
+                ],
+                "v{v}"
+            );
         } else {
-            assert_eq!((r.error_code, r.node_id, r.host.as_str(), r.port), (0, 1, "127.0.0.1", port), "v{v}");
+            assert_eq!(
+                (r.error_code, r.node_id, r.host.as_str(), r.port),
+                (0, 1, "127.0.0.1", port),
+                "v{v}"
+            );
         }
     }
     // v6 knows share groups (key type 2), which this broker does not run.
     let r: FindCoordinatorResponse = c.call(
         ApiKey::FindCoordinator,
         6,
-        &FindCoordinatorRequest { key_type: 2, coordinator_keys: vec!["s".into()], ..Default::default() },
+        &FindCoordinatorRequest {
+            key_type: 2,
+            coordinator_keys: vec!["s".into()],
+            ..Default::default()
+        },
     );
-    assert_eq!(r.coordinators[0].error_code, ErrorCode::InvalidRequest.code());
+    assert_eq!(
+        r.coordinators[0].error_code,
+        ErrorCode::InvalidRequest.code()
+    );
 }

@@ -35,13 +35,27 @@ pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
             secs: start.elapsed().as_secs_f64(),
         });
     };
-    step("fmt", &mut || run(cargo(root).args(["fmt", "--all", "--", "--check"])));
-    step("codegen up to date", &mut || crate::codegen::run(root, &["--check".to_string()]));
+    step("fmt", &mut || {
+        run(cargo(root).args(["fmt", "--all", "--", "--check"]))
+    });
+    step("codegen up to date", &mut || {
+        crate::codegen::run(root, &["--check".to_string()])
+    });
     step("tidy", &mut || crate::tidy::run(root));
     step("clippy", &mut || {
-        run(cargo(root).args(["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        run(cargo(root).args([
+            "clippy",
+            "--release",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
     });
-    step("build", &mut || run(cargo(root).args(["build", "--release", "--workspace", "--bins"])));
+    step("build", &mut || {
+        run(cargo(root).args(["build", "--release", "--workspace", "--bins"]))
+    });
     if !quick {
         step("fuzz", &mut || crate::fuzz::run(root, &[]));
         step("compat", &mut || crate::compat::run(root, &[]));
@@ -57,12 +71,21 @@ pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
     });
     eprintln!("\nxtask ci: summary");
     for o in &outcomes {
-        eprintln!("  {:<20} {:>4}  {:>6.1}s", o.name, if o.ok { "ok" } else { "FAIL" }, o.secs);
+        eprintln!(
+            "  {:<20} {:>4}  {:>6.1}s",
+            o.name,
+            if o.ok { "ok" } else { "FAIL" },
+            o.secs
+        );
     }
     let steps_failed = outcomes.iter().filter(|o| !o.ok).count();
     let steps_passed = outcomes.len() - steps_failed;
     // The closing line CI reads: test cases plus the non-test steps.
-    println!("{} passed, {} failed", tests.0 + steps_passed, tests.1 + steps_failed);
+    println!(
+        "{} passed, {} failed",
+        tests.0 + steps_passed,
+        tests.1 + steps_failed
+    );
     if steps_failed > 0 {
         bail!("{steps_failed} ci step(s) failed");
     }
@@ -78,11 +101,22 @@ fn nextest(root: &Path) -> Result<(usize, usize)> {
         .is_ok_and(|o| o.status.success());
     let mut cmd = cargo(root);
     if use_nextest {
-        cmd.args(["nextest", "run", "--release", "--workspace", "--no-fail-fast", "--profile", "ci"]);
+        cmd.args([
+            "nextest",
+            "run",
+            "--release",
+            "--workspace",
+            "--no-fail-fast",
+            "--profile",
+            "ci",
+        ]);
     } else {
         cmd.args(["test", "--release", "--workspace", "--no-fail-fast"]);
     }
-    let out = cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).output()?;
+    let out = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprint!("{stdout}{stderr}");
@@ -99,7 +133,11 @@ fn count_results(text: &str) -> (usize, usize) {
     let grab = |line: &str, word: &str| -> usize {
         line.split([',', ';', ':'])
             .map(str::trim)
-            .find_map(|p| p.strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()).and_then(|n| n.parse().ok()))
+            .find_map(|p| {
+                p.strip_suffix(word)
+                    .and_then(|n| n.trim().rsplit(' ').next())
+                    .and_then(|n| n.parse().ok())
+            })
             .unwrap_or(0)
     };
     let mut passed = 0;

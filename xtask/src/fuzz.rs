@@ -28,9 +28,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     for target in TARGETS {
         let max_time = format!("-max_total_time={seconds}");
-        util::run(cargo(root)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "run", "--sanitizer", "none", target, "--", &max_time, "-rss_limit_mb=1024", "-timeout=10"]))?;
+        util::run(cargo(root).env("RUSTC_BOOTSTRAP", "1").args([
+            "fuzz",
+            "run",
+            "--sanitizer",
+            "none",
+            target,
+            "--",
+            &max_time,
+            "-rss_limit_mb=1024",
+            "-timeout=10",
+        ]))?;
     }
     Ok(())
 }

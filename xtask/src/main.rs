@@ -3,7 +3,13 @@
 //! Each subcommand lives in its own module; `main` only dispatches. Subcommands
 //! to come (ci, tidy, compat, bench, ...) plug in the same way as `codegen`.
 
+mod bench;
+mod ci;
 mod codegen;
+mod compat;
+mod fuzz;
+mod tidy;
+mod util;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +23,18 @@ commands:
       Generate crates/protocol/src/{messages/,api.rs} from Kafka's JSON message
       schemas (default SPEC_DIR: ../shared/kafka-specs/message relative to the
       workspace root). --check fails if the committed files are out of date.
+  ci [--quick]
+      Everything CI runs: fmt, codegen --check, tidy, clippy, build, fuzz,
+      compat, and the workspace tests (nextest, release profile). --quick skips
+      fuzz and compat.
+  tidy
+      Check DESIGN's dependency rules and source conventions.
+  fuzz [SECONDS]
+      Build the cargo-fuzz targets and run each for SECONDS (default 20).
+  compat
+      Python (confluent-kafka, kafka-python) and kcat scenarios against a fresh broker.
+  bench [--null-sink] [...]
+      Produce/consume throughput and latency with librdkafka; JSON + SVG in target/bench/.
   help
       Print this message.";
 
@@ -28,6 +46,11 @@ fn main() -> Result<()> {
     };
     match command.as_str() {
         "codegen" => codegen::run(&workspace_root()?, rest),
+        "ci" => ci::run_ci(&workspace_root()?, rest),
+        "tidy" => tidy::run(&workspace_root()?),
+        "fuzz" => fuzz::run(&workspace_root()?, rest),
+        "compat" => compat::run(&workspace_root()?, rest),
+        "bench" => bench::run(&workspace_root()?, rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -10,7 +10,17 @@ use serde_json::Value;
 use crate::util::{cargo, output};
 
 /// Crates that mean async runtime, network or RPC.
-const RUNTIME_OR_NET: &[&str] = &["tokio", "mio", "async-std", "futures", "futures-util", "hyper", "tonic", "socket2", "tower"];
+const RUNTIME_OR_NET: &[&str] = &[
+    "tokio",
+    "mio",
+    "async-std",
+    "futures",
+    "futures-util",
+    "hyper",
+    "tonic",
+    "socket2",
+    "tower",
+];
 /// Crates only binaries may use.
 const BINARY_ONLY: &[&str] = &["anyhow", "clap", "tracing-subscriber"];
 
@@ -30,8 +40,14 @@ pub fn run(root: &Path) -> Result<()> {
 
 /// Normal (non-dev, non-build) dependencies of each workspace package.
 fn workspace_deps(root: &Path) -> Result<BTreeMap<String, Vec<String>>> {
-    let text = output(cargo(root).args(["metadata", "--format-version", "1", "--no-deps", "--offline"]))
-        .or_else(|_| output(cargo(root).args(["metadata", "--format-version", "1", "--no-deps"])))?;
+    let text = output(cargo(root).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ]))
+    .or_else(|_| output(cargo(root).args(["metadata", "--format-version", "1", "--no-deps"])))?;
     let meta: Value = serde_json::from_str(&text).context("parsing cargo metadata")?;
     let mut out = BTreeMap::new();
     for pkg in meta["packages"].as_array().context("packages")? {
@@ -53,15 +69,26 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
     let has = |pkg: &str, dep: &str| deps.get(pkg).is_some_and(|d| d.iter().any(|x| x == dep));
     for forbidden in RUNTIME_OR_NET.iter().chain(BINARY_ONLY) {
         if has("sluice-protocol", forbidden) {
-            problems.push(format!("sluice-protocol must do no I/O and use no runtime, but depends on {forbidden}"));
+            problems.push(format!(
+                "sluice-protocol must do no I/O and use no runtime, but depends on {forbidden}"
+            ));
         }
     }
-    for forbidden in RUNTIME_OR_NET.iter().chain(BINARY_ONLY).chain(&["openraft", "sled", "prost"]) {
+    for forbidden in RUNTIME_OR_NET
+        .iter()
+        .chain(BINARY_ONLY)
+        .chain(&["openraft", "sled", "prost"])
+    {
         if has("sluice-storage", forbidden) {
             problems.push(format!("sluice-storage must know nothing of network, Raft or binaries, but depends on {forbidden}"));
         }
     }
-    for lib in ["sluice-protocol", "sluice-storage", "sluice-controller", "sluice-replication"] {
+    for lib in [
+        "sluice-protocol",
+        "sluice-storage",
+        "sluice-controller",
+        "sluice-replication",
+    ] {
         for upward in ["sluice-broker", "sluice-controller", "sluice-replication"] {
             if lib == upward {
                 continue;
@@ -72,8 +99,11 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             }
         }
     }
-    if has("sluice-replication", "sluice-controller") || has("sluice-controller", "sluice-replication") {
-        problems.push("sluice-controller and sluice-replication must not depend on each other".into());
+    if has("sluice-replication", "sluice-controller")
+        || has("sluice-controller", "sluice-replication")
+    {
+        problems
+            .push("sluice-controller and sluice-replication must not depend on each other".into());
     }
     for (pkg, list) in &deps {
         if pkg != "sluice-broker" && list.iter().any(|d| d == "sluice-broker") && pkg != "xtask" {
@@ -84,7 +114,9 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -103,11 +135,17 @@ fn check_sources(root: &Path, problems: &mut Vec<String>) -> Result<()> {
     for f in &files {
         let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
         let text = std::fs::read_to_string(f).with_context(|| rel.clone())?;
-        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        let first = text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
         if !first.starts_with("//!") {
-            problems.push(format!("{rel}: a module opens with a `//!` line saying what it is for"));
+            problems.push(format!(
+                "{rel}: a module opens with a `//!` line saying what it is for"
+            ));
         }
-        let in_lib_src = rel.starts_with("crates/") && rel.contains("/src/") && !rel.contains("/src/bin/");
+        let in_lib_src =
+            rel.starts_with("crates/") && rel.contains("/src/") && !rel.contains("/src/bin/");
         if in_lib_src {
             for (n, line) in text.lines().enumerate() {
                 let code = line.trim_start();
@@ -115,7 +153,10 @@ fn check_sources(root: &Path, problems: &mut Vec<String>) -> Result<()> {
                     continue;
                 }
                 if code.contains("println!(") || code.contains("eprintln!(") {
-                    problems.push(format!("{rel}:{}: println! outside binaries; use tracing", n + 1));
+                    problems.push(format!(
+                        "{rel}:{}: println! outside binaries; use tracing",
+                        n + 1
+                    ));
                 }
                 for b in ["anyhow::", "clap::", "tracing_subscriber::"] {
                     if code.contains(b) {

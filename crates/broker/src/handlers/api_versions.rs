@@ -20,10 +20,23 @@ fn api_keys() -> Vec<ApiVersion> {
         .iter()
         .map(|(k, (min, max))| ApiVersion {
             api_key: *k as i16,
-            min_version: *min,
+            min_version: advertised_min(*k, *min),
             max_version: *max,
         })
         .collect()
+}
+
+/// The one deliberate gap between what we advertise and what we serve, copied from
+/// Kafka 4.0 (KAFKA-18659): librdkafka before 2.10 compresses with gzip, snappy or lz4
+/// only if the broker lists Produce v0, so Produce is advertised from v0 while v0-2
+/// (the pre-v2 record formats) are still refused. Clients pick the highest common
+/// version, so none of them sends v0-2 because of this.
+fn advertised_min(api: ApiKey, served_min: i16) -> i16 {
+    if api == ApiKey::Produce {
+        0
+    } else {
+        served_min
+    }
 }
 
 /// Kafka's rule for ClientSoftwareName/Version (v3+): alphanumerics, '.', '-', starting

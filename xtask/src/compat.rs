@@ -1,0 +1,286 @@
+//! `cargo xtask compat [SUITE...]`: third-party clients against a real broker.
+//!
+//! Sets up everything it needs on a bare Debian machine: a Python venv at
+//! `target/compat-venv` with the pinned clients of `tests/compat/requirements.txt`
+//! (reused while it imports them and the pins are unchanged), and `kcat` from apt.
+//! Then, for each suite (confluent-kafka, kafka-python, kcat), it starts a fresh
+//! `target/release/sluice` on a free loopback port with an empty data dir, runs the
+//! suite's script from `tests/compat/` against it, and stops the broker. Scripts
+//! print `PASS name` / `FAIL name: reason` per scenario; this command echoes them
+//! prefixed by suite, adds them up and fails if any failed.
+//!
+//! `cargo xtask compat kcat` (or any list of suite names) runs a subset. The data and
+//! log of a failed suite stay in `target/compat/<suite>/` for a post-mortem.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, cargo, describe, have, output};
+
+/// (suite name, script in tests/compat/).
+const SUITES: &[(&str, &str)] = &[
+    ("confluent-kafka", "confluent_kafka_scenarios.py"),
+    ("kafka-python", "kafka_python_scenarios.py"),
+    ("kcat", "kcat_scenarios.py"),
+];
+
+/// Python modules the scripts import; the venv counts as healthy when all load.
+const IMPORT_CHECK: &str = "import confluent_kafka, kafka, snappy, lz4.frame, zstandard";
+
+/// Upper bound on one suite's script. Each scenario is also bounded (harness.py),
+/// this only catches a script wedged outside a scenario.
+const SUITE_TIMEOUT_SECS: u32 = 300;
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    for a in args {
+        if !SUITES.iter().any(|(name, _)| name == a) {
+            let names: Vec<_> = SUITES.iter().map(|(n, _)| *n).collect();
+            bail!("unknown compat suite `{a}` (suites: {})", names.join(", "));
+        }
+    }
+    let selected: Vec<_> = SUITES
+        .iter()
+        .filter(|(name, _)| args.is_empty() || args.iter().any(|a| a == name))
+        .collect();
+
+    let python = ensure_venv(root)?;
+    ensure_kcat()?;
+    let versions = output(Command::new(&python).args([
+        "-c",
+        "import confluent_kafka as ck; from importlib.metadata import version as v; \
+         print(f'confluent-kafka {v(\"confluent-kafka\")} (librdkafka {ck.libversion()[0]}), \
+         kafka-python {v(\"kafka-python\")}')",
+    ]))?;
+    let kcat_version = output(Command::new("kcat").arg("-V"))?;
+    let kcat_version = kcat_version
+        .lines()
+        .find(|l| l.starts_with("Version"))
+        .unwrap_or("?");
+    eprintln!("compat: {}; kcat {}", versions.trim(), kcat_version.trim());
+
+    util::run(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;
+    let sluice = root.join("target/release/sluice");
+
+    let (mut passed, mut failed) = (0, 0);
+    for (suite, script) in selected {
+        let work = root.join("target/compat").join(suite);
+        let broker = Broker::start(&sluice, &work)
+            .with_context(|| format!("starting the broker for {suite}"))?;
+        eprintln!(
+            "compat: {suite}: broker at {} (log {})",
+            broker.addr,
+            broker.log.display()
+        );
+        let (p, f) = run_suite(
+            &python,
+            &root.join("tests/compat").join(script),
+            &broker,
+            suite,
+        )?;
+        passed += p;
+        failed += f;
+        drop(broker);
+        if f == 0 {
+            // Keep the data and log of a failed suite for a post-mortem; clean up otherwise.
+            let _ = fs::remove_dir_all(&work);
+        }
+    }
+    eprintln!("compat: took {:.0}s", started.elapsed().as_secs_f64());
+    println!("compat: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} compatibility scenario(s) failed");
+    }
+    Ok(())
+}
+
+/// Returns the venv's python, creating the venv or reinstalling the pins as needed.
+fn ensure_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/compat-venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/compat/requirements.txt");
+    let wanted = fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    // A copy of the requirements installed last: pins edited since mean reinstall.
+    let stamp = venv.join("compat-requirements.txt");
+    let imports = || python_ok(&python, IMPORT_CHECK);
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && imports() {
+        return Ok(python);
+    }
+    if !python_ok(&python, "pass") {
+        // Missing, or broken (e.g. the base interpreter it points to was replaced).
+        let _ = fs::remove_dir_all(&venv);
+        if !have("python3") {
+            bail!("python3 is not installed: compat needs Python 3 with the venv module");
+        }
+        util::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the compat venv (on Debian's own python3 this needs the python3-venv package)")?;
+    }
+    util::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "-r",
+            ])
+            .arg(&requirements),
+    )?;
+    if !imports() {
+        bail!("the compat venv does not import its clients after pip install: `{IMPORT_CHECK}` failed");
+    }
+    fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+fn python_ok(python: &Path, code: &str) -> bool {
+    Command::new(python)
+        .args(["-c", code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs kcat with apt when missing (we run as root on the project's machines).
+fn ensure_kcat() -> Result<()> {
+    if have("kcat") {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!("kcat is not installed and apt-get is not available: install kcat by hand");
+    }
+    let install = || {
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "kcat"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    // A fresh machine may have no package lists yet; only then is `apt-get update` needed.
+    if install().is_err() {
+        util::run(Command::new("apt-get").args(["update", "-q"]))?;
+        install().context("installing kcat with apt-get")?;
+    }
+    if !have("kcat") {
+        bail!("apt-get installed kcat but it is not on PATH");
+    }
+    Ok(())
+}
+
+/// A `sluice` process with its own data dir, killed when dropped (also on errors).
+struct Broker {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    data_dir: PathBuf,
+}
+
+impl Broker {
+    fn start(bin: &Path, work: &Path) -> Result<Broker> {
+        let _ = fs::remove_dir_all(work);
+        fs::create_dir_all(work)?;
+        let log = work.join("broker.log");
+        let out = fs::File::create(&log)?;
+        // Port 0: the OS picks a free port, which the broker reports once it listens.
+        let data_dir = work.join("data");
+        let child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut broker = Broker {
+            child,
+            addr: String::new(),
+            log,
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = fs::read_to_string(&broker.log).unwrap_or_default();
+            if let Some(addr) = listen_addr(&text) {
+                broker.addr = addr;
+                return Ok(broker);
+            }
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("broker exited with {status} before listening:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!("broker did not log `sluice listening` within 20s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the broker's `sluice listening listen=HOST:PORT ...` log line.
+fn listen_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("sluice listening"))?;
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))?;
+    Some(addr.to_string())
+}
+
+/// Runs one suite's script, echoing its lines; returns (passed, failed) scenarios.
+fn run_suite(python: &Path, script: &Path, broker: &Broker, suite: &str) -> Result<(usize, usize)> {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", &SUITE_TIMEOUT_SECS.to_string()])
+        .arg(python)
+        .arg(script)
+        .arg(&broker.addr)
+        // Scripts read the stored batches to see which codec a client really used.
+        .env("SLUICE_COMPAT_DATA_DIR", &broker.data_dir)
+        .current_dir(script.parent().context("script has no directory")?)
+        .stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", describe(&cmd)))?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("[{suite}] {line}");
+        if line.starts_with("PASS ") {
+            passed += 1;
+        } else if line.starts_with("FAIL ") {
+            failed += 1;
+        }
+    }
+    let status = child.wait()?;
+    // A script that dies outside a scenario (import error, timeout) still counts.
+    if !status.success() && failed == 0 {
+        println!("[{suite}] FAIL {suite}: script exited with {status} (124 = timed out)");
+        failed += 1;
+    }
+    Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_addr;
+
+    #[test]
+    fn finds_listen_address() {
+        let log = "2026-11-22T02:56:20Z  INFO sluice listening listen=127.0.0.1:39535 advertised=127.0.0.1:39535 node_id=1";
+        assert_eq!(listen_addr(log).as_deref(), Some("127.0.0.1:39535"));
+        assert_eq!(listen_addr("INFO starting"), None);
+    }
+}
