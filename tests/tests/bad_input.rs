@@ -6,98 +6,32 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_protocol::api::ApiKey;
+use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
-use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use sluice_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse,
+    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
 };
-use sluice_protocol::records::RecordBatchBuilder;
 use sluice_system_tests::raw::RawClient;
+use sluice_system_tests::wire::{self, batch, now_ms};
 use sluice_system_tests::Sluice;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 fn batch_at(ts: i64, value: &[u8]) -> Bytes {
-    let mut b = RecordBatchBuilder::new();
-    b.push(ts, None, Some(value), &[]).unwrap();
-    b.build().unwrap()
-}
-
-fn batch(value: &[u8]) -> Bytes {
-    batch_at(now_ms(), value)
+    wire::batch_at(Compression::None, &[(ts, value)])
 }
 
 fn create(c: &mut RawClient, name: &str, configs: &[(&str, &str)]) -> i16 {
-    let req = CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: name.into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            configs: configs
-                .iter()
-                .map(|(k, v)| CreatableTopicConfig {
-                    name: k.to_string(),
-                    value: Some(v.to_string()),
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        timeout_ms: 10_000,
-        ..Default::default()
-    };
-    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    resp.topics[0].error_code
+    wire::create_topic(c, name, 1, configs).error_code
 }
 
 fn produce(c: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
-    let req = ProduceRequest {
-        acks: -1,
-        timeout_ms: 10_000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: vec![PartitionProduceData {
-                index: 0,
-                records: Some(records),
-            }],
-        }],
-        ..Default::default()
-    };
-    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &resp.responses[0].partition_responses[0];
+    let p = wire::produce_v(c, 9, topic, 0, records);
     (p.error_code, p.base_offset)
 }
 
 fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, Bytes) {
-    let req = FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        session_epoch: -1,
-        topics: vec![FetchTopic {
-            topic: topic.into(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                fetch_offset: offset,
-                partition_max_bytes: 1 << 20,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let resp: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
-    let p = &resp.responses[0].partitions[0];
-    (p.error_code, p.records.clone().unwrap_or_default())
+    let p = wire::fetch_at(c, topic, 0, offset);
+    (p.error_code, p.records.unwrap_or_default())
 }
 
 /// The broker answers a fresh client and still returns the acknowledged record.
@@ -124,7 +58,7 @@ fn setup() -> Sluice {
     let node = Sluice::start(&[]);
     let mut c = RawClient::connect(&node.addr);
     assert_eq!(create(&mut c, "kept", &[]), 0);
-    assert_eq!(produce(&mut c, "kept", batch(b"survivor")), (0, 0));
+    assert_eq!(produce(&mut c, "kept", batch(&[b"survivor"])), (0, 0));
     node
 }
 
@@ -318,7 +252,7 @@ fn bad_batches_get_their_kafka_error_codes() {
     assert_eq!(create(&mut c, "small", &[("max.message.bytes", "1000")]), 0);
 
     // Bad CRC.
-    let mut bad = BytesMut::from(&batch(b"flip me")[..]);
+    let mut bad = BytesMut::from(&batch(&[b"flip me"])[..]);
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
     assert_eq!(
@@ -328,11 +262,11 @@ fn bad_batches_get_their_kafka_error_codes() {
 
     // Over max.message.bytes.
     assert_eq!(
-        produce(&mut c, "small", batch(&vec![b'z'; 2000])).0,
+        produce(&mut c, "small", batch(&[&vec![b'z'; 2000]])).0,
         ErrorCode::MessageTooLarge.code()
     );
     assert_eq!(
-        produce(&mut c, "small", batch(&vec![b'z'; 500])),
+        produce(&mut c, "small", batch(&[&vec![b'z'; 500]])),
         (0, 0),
         "a batch under the limit is fine"
     );
@@ -358,7 +292,7 @@ fn bad_batches_get_their_kafka_error_codes() {
 
     // Unknown topic: no auto-creation on produce.
     assert_eq!(
-        produce(&mut c, "never-created", batch(b"x")).0,
+        produce(&mut c, "never-created", batch(&[b"x"])).0,
         ErrorCode::UnknownTopicOrPartition.code()
     );
     let m: MetadataResponse = c.call(

@@ -158,6 +158,16 @@ impl Topics {
         self.table.read().by_name.get(name).cloned()
     }
 
+    /// The topic, or the UNKNOWN_TOPIC_OR_PARTITION answer admin APIs give for it.
+    pub fn existing(&self, name: &str) -> Result<Arc<Topic>, AdminError> {
+        self.get(name).ok_or_else(|| {
+            AdminError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("The topic '{name}' does not exist."),
+            )
+        })
+    }
+
     pub fn get_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
         self.table.read().by_id.get(id).cloned()
     }
@@ -241,12 +251,7 @@ impl Topics {
     /// Deletes a topic and its data. Parked fetches on it are woken to notice.
     pub fn delete(&self, name: &str) -> Result<Uuid, AdminError> {
         let _guard = self.admin.lock();
-        let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                "This server does not host this topic-partition.",
-            )
-        })?;
+        let topic = self.existing(name)?;
         self.persist_with(None, Some(name))?;
         {
             let mut table = self.table.write();
@@ -273,12 +278,7 @@ impl Topics {
         now_ms: i64,
     ) -> Result<(), AdminError> {
         let _guard = self.admin.lock();
-        let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("The topic '{name}' does not exist."),
-            )
-        })?;
+        let topic = self.existing(name)?;
         let current = topic.partitions.len() as i32;
         if total < current {
             return Err(AdminError::new(
@@ -330,12 +330,7 @@ impl Topics {
         overrides: BTreeMap<String, String>,
     ) -> Result<(), AdminError> {
         let _guard = self.admin.lock();
-        let topic = self.get(name).ok_or_else(|| {
-            AdminError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("The topic '{name}' does not exist."),
-            )
-        })?;
+        let topic = self.existing(name)?;
         let mut rec = topic.record();
         rec.configs = overrides.clone();
         self.persist_with(Some(&rec), None)?;

@@ -22,12 +22,7 @@ pub fn apply_topic_overrides(
     overrides: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    if broker.topics.get(name).is_none() {
-        return Err(AdminError::new(
-            ErrorCode::UnknownTopicOrPartition,
-            format!("Topic {name} does not exist"),
-        ));
-    }
+    broker.topics.existing(name)?;
     for (k, v) in &overrides {
         validate_topic_config(k, v)
             .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;

@@ -54,12 +54,7 @@ fn incremental(
     ops: Vec<AlterableConfig>,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    let topic = broker.topics.get(name).ok_or_else(|| {
-        AdminError::new(
-            ErrorCode::UnknownTopicOrPartition,
-            format!("Topic {name} does not exist"),
-        )
-    })?;
+    let topic = broker.topics.existing(name)?;
     let mut keys = HashSet::new();
     if let Some(dup) = ops.iter().find(|c| !keys.insert(c.name.clone())) {
         return Err(AdminError::new(
