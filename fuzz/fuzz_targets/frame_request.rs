@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use sluice_protocol::api::decode_request;
-use sluice_protocol::codec::{Encode, EncodeError};
+use sluice_protocol::codec::{Encode, EncodeError, Writer};
 use sluice_protocol::frame::{decode_request_header, take_frame};
 
 /// Small enough that the fuzzer reaches bodies instead of waiting on huge frames.
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             // never produces a value the encoder rejects. The one exception is a
             // string grown past 32767 bytes by replacing invalid UTF-8 (decoding is
             // lossy like Kafka's, so U+FFFD takes three bytes where one was).
-            let mut out = BytesMut::new();
+            let mut out = Writer::new();
             match body.encode(&mut out, header.api_version) {
                 Ok(()) | Err(EncodeError::TooLong { .. }) => {}
                 Err(e) => panic!(

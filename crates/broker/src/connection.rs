@@ -1,24 +1,30 @@
 //! One client connection: reads length-prefixed frames, handles requests one at a time
 //! in arrival order (as Kafka does, which keeps a producer's pipelined batches in
 //! order), and hands responses to a writer task so reading the next request overlaps
-//! with writing the previous response.
+//! with writing the previous response. A response made of segments (Fetch, whose
+//! record batches are shared with storage reads) goes out with vectored writes.
 
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::take_frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::router;
+use crate::router::{self, Response};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for its queued responses to be written.
 const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most buffers handed to one vectored write. Linux takes up to 1024 (`IOV_MAX`); a
+/// Fetch response has about two segments per partition with large records, and what
+/// does not fit goes in the next call.
+const MAX_IOV: usize = 64;
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -28,7 +34,7 @@ pub async fn serve(
     let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
-    let (tx, rx) = mpsc::channel::<Bytes>(broker.config.max_inflight_requests.max(1));
+    let (tx, rx) = mpsc::channel::<Response>(broker.config.max_inflight_requests.max(1));
     let writer = tokio::spawn(write_loop(wr, rx));
     let max_frame = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -111,17 +117,136 @@ fn pending_frame_len(buf: &BytesMut) -> Option<usize> {
         .map(|n| n + 4)
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
     while let Some(first) = rx.recv().await {
-        if wr.write_all(&first).await.is_err() {
+        if write_response(&mut wr, &first).await.is_err() {
             return;
         }
         // Drain whatever else is ready without another wakeup per response.
         while let Ok(next) = rx.try_recv() {
-            if wr.write_all(&next).await.is_err() {
+            if write_response(&mut wr, &next).await.is_err() {
                 return;
             }
         }
     }
     let _ = wr.shutdown().await;
+}
+
+async fn write_response(wr: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {
+    match response {
+        Response::Frame(frame) => wr.write_all(frame).await,
+        Response::Segments(segments) => write_segments(wr, segments).await,
+    }
+}
+
+/// Writes `segments` back to back with vectored writes (one `writev` per call instead
+/// of one `write` per segment), resuming after however much each call took.
+async fn write_segments<W: AsyncWrite + Unpin>(wr: &mut W, segments: &[Bytes]) -> io::Result<()> {
+    // Not yet written: `rest`, minus the first `offset` bytes of its first segment.
+    let mut rest = segments;
+    let mut offset = 0;
+    while let Some((first, later)) = rest.split_first() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let pending = std::iter::once(first.get(offset..).unwrap_or_default())
+            .chain(later.iter().map(|s| &s[..]))
+            .filter(|s| !s.is_empty());
+        let mut n = 0;
+        for (slot, s) in iov.iter_mut().zip(pending) {
+            *slot = IoSlice::new(s);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(()); // only empty segments left
+        }
+        let mut written = wr.write_vectored(&iov[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += offset;
+        offset = 0;
+        while let Some((first, later)) = rest.split_first() {
+            if written < first.len() {
+                offset = written;
+                break;
+            }
+            written -= first.len();
+            rest = later;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A sink that takes at most `step` bytes per call, across several buffers, so
+    /// every vectored write is partial somewhere.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let me = self.get_mut();
+            let mut left = me.step;
+            for b in bufs {
+                let n = b.len().min(left);
+                me.out.extend_from_slice(&b[..n]);
+                left -= n;
+            }
+            Poll::Ready(Ok(me.step - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_survive_partial_vectored_writes() {
+        // More segments than one call takes, empty ones among them.
+        let segments: Vec<Bytes> = (0..150u8)
+            .map(|i| Bytes::from(vec![i; usize::from(i % 5) * 3]))
+            .collect();
+        let expected = segments.concat();
+        for step in [1, 2, 7, 100, 1 << 20] {
+            let mut sink = Trickle {
+                out: Vec::new(),
+                step,
+            };
+            write_segments(&mut sink, &segments).await.unwrap();
+            assert_eq!(sink.out, expected, "step {step}");
+        }
+        let mut sink = Trickle {
+            out: Vec::new(),
+            step: 0,
+        };
+        let err = write_segments(&mut sink, &segments).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
+    }
 }

@@ -1,6 +1,10 @@
 //! Dispatches one request frame to its API's handler by api key and version, and
 //! encodes the response frame.
 //!
+//! Fetch responses are encoded as segments that share the record batches read from
+//! storage instead of copying them into one buffer (the bulk of a consumer's bytes);
+//! every other response is one contiguous frame.
+//!
 //! An api key we do not serve, or a version outside the range we advertise, closes the
 //! connection, as Kafka does for requests it cannot parse; ApiVersions alone answers an
 //! unknown version (with v0 and UNSUPPORTED_VERSION) so clients can negotiate.
@@ -10,15 +14,30 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sluice_protocol::api::ApiKey;
 use sluice_protocol::codec::{Decode, Encode};
-use sluice_protocol::frame::{decode_request_header, encode_response, ParsedHeader};
+use sluice_protocol::frame::{
+    decode_request_header, encode_response, encode_response_segments, ParsedHeader,
+};
 use tracing::{debug, Instrument};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::handlers::{self, supported_versions};
 
+/// An encoded response frame on its way to the connection's writer task.
+#[derive(Debug)]
+pub enum Response {
+    /// The whole frame in one buffer.
+    Frame(Bytes),
+    /// The frame as segments to be written back to back, the first starting with the
+    /// size prefix; large record payloads are segments shared with storage reads.
+    Segments(Vec<Bytes>),
+}
+
 /// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
-pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Option<Bytes>, BrokerError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<Response>, BrokerError> {
     let header = decode_request_header(&mut frame)?;
     let span = tracing::debug_span!(
         "request",
@@ -45,25 +64,25 @@ fn respond<M: Encode>(
     api: ApiKey,
     header: &ParsedHeader,
     body: &M,
-) -> Result<Option<Bytes>, BrokerError> {
+) -> Result<Option<Response>, BrokerError> {
     let v = header.api_version;
-    Ok(Some(encode_response(
+    Ok(Some(Response::Frame(encode_response(
         header.correlation_id,
         api.response_header_version(v),
         body,
         v,
-    )?))
+    )?)))
 }
 
 async fn dispatch(
     broker: &Arc<Broker>,
     header: ParsedHeader,
     mut body: Bytes,
-) -> Result<Option<Bytes>, BrokerError> {
+) -> Result<Option<Response>, BrokerError> {
     let api = ApiKey::from_i16(header.api_key).ok_or_else(|| unsupported(&header))?;
     let v = header.api_version;
     if api == ApiKey::ApiVersions {
-        return handlers::api_versions::handle(&header, &mut body);
+        return Ok(handlers::api_versions::handle(&header, &mut body)?.map(Response::Frame));
     }
     match supported_versions(api) {
         Some((min, max)) if (min..=max).contains(&v) => {}
@@ -87,11 +106,15 @@ async fn dispatch(
             Some(resp) => respond(api, &header, &resp),
             None => Ok(None),
         },
-        ApiKey::Fetch => respond(
-            api,
-            &header,
-            &handlers::fetch::handle(b, decode(&mut body, v)?, v).await,
-        ),
+        ApiKey::Fetch => {
+            let resp = handlers::fetch::handle(b, decode(&mut body, v)?, v).await;
+            Ok(Some(Response::Segments(encode_response_segments(
+                header.correlation_id,
+                api.response_header_version(v),
+                &resp,
+                v,
+            )?)))
+        }
         ApiKey::ListOffsets => respond(
             api,
             &header,

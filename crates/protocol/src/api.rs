@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::codec::{Decode, DecodeError, Encode, EncodeError};
+use crate::codec::{Decode, DecodeError, Encode, EncodeError, Writer};
 use crate::messages;
 
 /// A Kafka API, numbered by its api key.
@@ -1431,7 +1431,7 @@ impl RequestBody {
 }
 
 impl Encode for RequestBody {
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
+    fn encode(&self, buf: &mut Writer, version: i16) -> Result<(), EncodeError> {
         match self {
             RequestBody::Produce(m) => m.encode(buf, version),
             RequestBody::Fetch(m) => m.encode(buf, version),

@@ -7,6 +7,13 @@
 //! length read from the wire is compared with the bytes actually left before anything
 //! is allocated for it (a hostile length prefix fails fast instead of reserving memory).
 //! `bytes` and `records` payloads are returned as zero-copy slices of the frame.
+//!
+//! Writers append to a [`Writer`]. **Invariant:** a `records` payload of at least
+//! [`ZERO_COPY_MIN`] bytes is never copied on encode: the writer keeps a reference to
+//! it (a `Bytes` refcount bump) as its own segment between the bytes written before
+//! and after it, so a Fetch response built from storage reads reaches the socket as
+//! the very allocations storage returned ([`Writer::into_segments`]). Everything else
+//! is copied into the writer's buffer, which is cheaper for small values.
 
 use std::fmt;
 use std::str::FromStr;
@@ -70,8 +77,169 @@ pub enum EncodeError {
 
 /// Writes a value of a (generated) message type in the given version.
 pub trait Encode {
-    /// Appends the encoding of `self` in `version` to `buf`.
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError>;
+    /// Appends the encoding of `self` in `version` to `w`.
+    fn encode(&self, w: &mut Writer, version: i16) -> Result<(), EncodeError>;
+}
+
+/// Payloads at least this long are shared by [`Writer::put_shared`] instead of copied.
+/// Below it, copying costs less than a segment of its own (an extra `iovec`, and the
+/// bytes written so far cut off into a segment).
+pub const ZERO_COPY_MIN: usize = 4 * 1024;
+
+/// Where encoders write: a growing buffer plus the finished segments before it.
+///
+/// Most values are copied into the buffer; [`Writer::put_shared`] appends a large
+/// `Bytes` by reference instead, so the output is a sequence of segments (written
+/// bytes, shared payload, written bytes, ...). The methods mirror the `BufMut` ones
+/// the codec uses; `BufMut` itself is not implemented because it is an `unsafe`
+/// trait and the workspace forbids `unsafe`.
+#[derive(Debug)]
+pub struct Writer {
+    /// The bytes written before the first shared payload, split off when it arrived
+    /// and kept mutable so a frame's size prefix can be filled in last
+    /// ([`Writer::head_mut`]). `None` while nothing has been shared.
+    head: Option<BytesMut>,
+    /// Finished segments after `head`, in order.
+    segments: Vec<Bytes>,
+    /// Total length of `head` and `segments`.
+    finished: usize,
+    /// Where bytes are being written now; it follows every finished segment.
+    buf: BytesMut,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Writer {
+    /// An empty writer; the buffer grows on the first write.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty writer whose buffer holds `capacity` bytes before it must grow.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Writer {
+            head: None,
+            segments: Vec::new(),
+            finished: 0,
+            buf: BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Total bytes written so far, shared segments included.
+    pub fn len(&self) -> usize {
+        self.finished + self.buf.len()
+    }
+
+    /// Whether nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a `u8`.
+    pub fn put_u8(&mut self, v: u8) {
+        self.buf.put_u8(v);
+    }
+
+    /// Appends an `i8`.
+    pub fn put_i8(&mut self, v: i8) {
+        self.buf.put_i8(v);
+    }
+
+    /// Appends a big-endian `i16`.
+    pub fn put_i16(&mut self, v: i16) {
+        self.buf.put_i16(v);
+    }
+
+    /// Appends a big-endian `u16`.
+    pub fn put_u16(&mut self, v: u16) {
+        self.buf.put_u16(v);
+    }
+
+    /// Appends a big-endian `i32`.
+    pub fn put_i32(&mut self, v: i32) {
+        self.buf.put_i32(v);
+    }
+
+    /// Appends a big-endian `u32`.
+    pub fn put_u32(&mut self, v: u32) {
+        self.buf.put_u32(v);
+    }
+
+    /// Appends a big-endian `i64`.
+    pub fn put_i64(&mut self, v: i64) {
+        self.buf.put_i64(v);
+    }
+
+    /// Appends a big-endian `f64`.
+    pub fn put_f64(&mut self, v: f64) {
+        self.buf.put_f64(v);
+    }
+
+    /// Appends a copy of `v`.
+    pub fn put_slice(&mut self, v: &[u8]) {
+        self.buf.put_slice(v);
+    }
+
+    /// Appends `b`: by reference if it is at least [`ZERO_COPY_MIN`] bytes long (what
+    /// was written so far becomes a segment, then `b` itself), otherwise by copy.
+    pub fn put_shared(&mut self, b: &Bytes) {
+        if b.len() < ZERO_COPY_MIN {
+            self.buf.put_slice(b);
+            return;
+        }
+        if !self.buf.is_empty() {
+            // `split` keeps the rest of the allocation for what follows.
+            let written = self.buf.split();
+            self.finished += written.len();
+            if self.head.is_none() && self.segments.is_empty() {
+                self.head = Some(written);
+            } else {
+                self.segments.push(written.freeze());
+            }
+        }
+        self.finished += b.len();
+        self.segments.push(b.clone());
+    }
+
+    /// The first contiguous bytes of the output (up to the first shared payload),
+    /// writable in place: the frame encoder fills in the size prefix it reserved
+    /// once the total length is known.
+    pub(crate) fn head_mut(&mut self) -> &mut [u8] {
+        match &mut self.head {
+            Some(head) => head,
+            None if self.segments.is_empty() => &mut self.buf,
+            // The output starts with a shared payload, which is not ours to modify.
+            None => &mut [],
+        }
+    }
+
+    /// The output as segments in order, none of them empty (an empty output is one
+    /// empty segment). Shared payloads are the caller's own `Bytes`, not copies.
+    pub fn into_segments(self) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(self.segments.len() + 2);
+        out.extend(self.head.map(BytesMut::freeze));
+        out.extend(self.segments);
+        if !self.buf.is_empty() || out.is_empty() {
+            out.push(self.buf.freeze());
+        }
+        out
+    }
+
+    /// The output as one contiguous `Bytes`; copies only if something was shared.
+    pub fn into_bytes(self) -> Bytes {
+        if self.head.is_none() && self.segments.is_empty() {
+            return self.buf.freeze();
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        for segment in self.into_segments() {
+            out.put_slice(&segment);
+        }
+        out.freeze()
+    }
 }
 
 /// Reads a value of a (generated) message type in the given version.
@@ -160,47 +328,47 @@ pub fn read_uuid(buf: &mut Bytes) -> Result<Uuid, DecodeError> {
 }
 
 /// Writes an `int8`.
-pub fn write_i8(buf: &mut BytesMut, v: i8) {
+pub fn write_i8(buf: &mut Writer, v: i8) {
     buf.put_i8(v);
 }
 
 /// Writes an `int16`.
-pub fn write_i16(buf: &mut BytesMut, v: i16) {
+pub fn write_i16(buf: &mut Writer, v: i16) {
     buf.put_i16(v);
 }
 
 /// Writes an `int32`.
-pub fn write_i32(buf: &mut BytesMut, v: i32) {
+pub fn write_i32(buf: &mut Writer, v: i32) {
     buf.put_i32(v);
 }
 
 /// Writes an `int64`.
-pub fn write_i64(buf: &mut BytesMut, v: i64) {
+pub fn write_i64(buf: &mut Writer, v: i64) {
     buf.put_i64(v);
 }
 
 /// Writes a `uint16`.
-pub fn write_u16(buf: &mut BytesMut, v: u16) {
+pub fn write_u16(buf: &mut Writer, v: u16) {
     buf.put_u16(v);
 }
 
 /// Writes a `uint32`.
-pub fn write_u32(buf: &mut BytesMut, v: u32) {
+pub fn write_u32(buf: &mut Writer, v: u32) {
     buf.put_u32(v);
 }
 
 /// Writes a `float64`.
-pub fn write_f64(buf: &mut BytesMut, v: f64) {
+pub fn write_f64(buf: &mut Writer, v: f64) {
     buf.put_f64(v);
 }
 
 /// Writes a `bool` as 0 or 1.
-pub fn write_bool(buf: &mut BytesMut, v: bool) {
+pub fn write_bool(buf: &mut Writer, v: bool) {
     buf.put_u8(u8::from(v));
 }
 
 /// Writes a 16-byte `uuid`.
-pub fn write_uuid(buf: &mut BytesMut, v: &Uuid) {
+pub fn write_uuid(buf: &mut Writer, v: &Uuid) {
     buf.put_slice(&v.0);
 }
 
@@ -251,12 +419,12 @@ pub fn read_varlong(buf: &mut Bytes) -> Result<i64, DecodeError> {
 }
 
 /// Writes an unsigned varint.
-pub fn write_uvarint(buf: &mut BytesMut, v: u32) {
+pub fn write_uvarint(buf: &mut Writer, v: u32) {
     write_uvarlong(buf, u64::from(v));
 }
 
 /// Writes an unsigned varlong.
-pub fn write_uvarlong(buf: &mut BytesMut, mut v: u64) {
+pub fn write_uvarlong(buf: &mut Writer, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8 & 0x7f) | 0x80);
         v >>= 7;
@@ -265,12 +433,12 @@ pub fn write_uvarlong(buf: &mut BytesMut, mut v: u64) {
 }
 
 /// Writes a zigzag-encoded signed varint.
-pub fn write_varint(buf: &mut BytesMut, v: i32) {
+pub fn write_varint(buf: &mut Writer, v: i32) {
     write_uvarint(buf, ((v << 1) ^ (v >> 31)) as u32);
 }
 
 /// Writes a zigzag-encoded signed varlong.
-pub fn write_varlong(buf: &mut BytesMut, v: i64) {
+pub fn write_varlong(buf: &mut Writer, v: i64) {
     write_uvarlong(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
@@ -345,7 +513,7 @@ fn checked_len(
 }
 
 fn write_string_len(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     len: Option<usize>,
     flexible: bool,
     field: &'static str,
@@ -364,7 +532,7 @@ fn write_string_len(
 }
 
 fn write_len(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     len: Option<usize>,
     flexible: bool,
     field: &'static str,
@@ -428,7 +596,7 @@ pub fn read_opt_string(
 
 /// Writes a string (never null).
 pub fn write_string(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: &str,
     flexible: bool,
     field: &'static str,
@@ -440,7 +608,7 @@ pub fn write_string(
 
 /// Writes a string held in an `Option` field; `None` is an error unless `nullable`.
 pub fn write_opt_string(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: Option<&str>,
     flexible: bool,
     nullable: bool,
@@ -484,7 +652,7 @@ pub fn read_opt_bytes(
 
 /// Writes bytes (never null).
 pub fn write_bytes(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: &[u8],
     flexible: bool,
     field: &'static str,
@@ -496,7 +664,7 @@ pub fn write_bytes(
 
 /// Writes bytes held in an `Option` field; `None` is an error unless `nullable`.
 pub fn write_opt_bytes(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: Option<&[u8]>,
     flexible: bool,
     nullable: bool,
@@ -509,13 +677,42 @@ pub fn write_opt_bytes(
     }
 }
 
+/// Writes a `records` field (never null): the length prefix, then the payload by
+/// reference if it is large (see [`Writer::put_shared`]), so record batches read from
+/// storage are not copied into the response.
+pub fn write_records(
+    buf: &mut Writer,
+    v: &Bytes,
+    flexible: bool,
+    field: &'static str,
+) -> Result<(), EncodeError> {
+    write_len(buf, Some(v.len()), flexible, field)?;
+    buf.put_shared(v);
+    Ok(())
+}
+
+/// Writes a `records` field held in an `Option`; `None` is an error unless `nullable`.
+pub fn write_opt_records(
+    buf: &mut Writer,
+    v: Option<&Bytes>,
+    flexible: bool,
+    nullable: bool,
+    field: &'static str,
+) -> Result<(), EncodeError> {
+    match v {
+        Some(b) => write_records(buf, b, flexible, field),
+        None if nullable => write_len(buf, None, flexible, field),
+        None => Err(EncodeError::NullNotAllowed { field }),
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Arrays
 
 /// Reads one array element: (input, version, flexible).
 pub type ReadElem<T> = fn(&mut Bytes, i16, bool) -> Result<T, DecodeError>;
 /// Writes one array element: (output, element, version, flexible).
-pub type WriteElem<T> = fn(&mut BytesMut, &T, i16, bool) -> Result<(), EncodeError>;
+pub type WriteElem<T> = fn(&mut Writer, &T, i16, bool) -> Result<(), EncodeError>;
 
 fn read_elems<T>(
     buf: &mut Bytes,
@@ -564,7 +761,7 @@ pub fn read_opt_array<T>(
 
 /// Writes an array (never null).
 pub fn write_array<T>(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: &[T],
     version: i16,
     flexible: bool,
@@ -580,7 +777,7 @@ pub fn write_array<T>(
 
 /// Writes an array held in an `Option` field; `None` is an error unless `nullable`.
 pub fn write_opt_array<T>(
-    buf: &mut BytesMut,
+    buf: &mut Writer,
     v: Option<&[T]>,
     version: i16,
     flexible: bool,
@@ -600,9 +797,9 @@ pub fn write_opt_array<T>(
 pub mod elem {
     use super::{
         read_i16, read_i32, read_i64, read_i8, read_string, read_uuid, write_i16, write_i32,
-        write_i64, write_i8, write_string, write_uuid, DecodeError, EncodeError, Uuid,
+        write_i64, write_i8, write_string, write_uuid, DecodeError, EncodeError, Uuid, Writer,
     };
-    use bytes::{Bytes, BytesMut};
+    use bytes::Bytes;
 
     /// Reads an `int8` element.
     pub fn read_int8(buf: &mut Bytes, _: i16, _: bool) -> Result<i8, DecodeError> {
@@ -629,32 +826,27 @@ pub mod elem {
         read_string(buf, flexible, "array element")
     }
     /// Writes an `int8` element.
-    pub fn write_int8(buf: &mut BytesMut, v: &i8, _: i16, _: bool) -> Result<(), EncodeError> {
+    pub fn write_int8(buf: &mut Writer, v: &i8, _: i16, _: bool) -> Result<(), EncodeError> {
         write_i8(buf, *v);
         Ok(())
     }
     /// Writes an `int16` element.
-    pub fn write_int16(buf: &mut BytesMut, v: &i16, _: i16, _: bool) -> Result<(), EncodeError> {
+    pub fn write_int16(buf: &mut Writer, v: &i16, _: i16, _: bool) -> Result<(), EncodeError> {
         write_i16(buf, *v);
         Ok(())
     }
     /// Writes an `int32` element.
-    pub fn write_int32(buf: &mut BytesMut, v: &i32, _: i16, _: bool) -> Result<(), EncodeError> {
+    pub fn write_int32(buf: &mut Writer, v: &i32, _: i16, _: bool) -> Result<(), EncodeError> {
         write_i32(buf, *v);
         Ok(())
     }
     /// Writes an `int64` element.
-    pub fn write_int64(buf: &mut BytesMut, v: &i64, _: i16, _: bool) -> Result<(), EncodeError> {
+    pub fn write_int64(buf: &mut Writer, v: &i64, _: i16, _: bool) -> Result<(), EncodeError> {
         write_i64(buf, *v);
         Ok(())
     }
     /// Writes a `uuid` element.
-    pub fn write_uuid_elem(
-        buf: &mut BytesMut,
-        v: &Uuid,
-        _: i16,
-        _: bool,
-    ) -> Result<(), EncodeError> {
+    pub fn write_uuid_elem(buf: &mut Writer, v: &Uuid, _: i16, _: bool) -> Result<(), EncodeError> {
         write_uuid(buf, v);
         Ok(())
     }
@@ -662,7 +854,7 @@ pub mod elem {
     // `&String` because the element type of `Vec<String>` fixes the fn signature.
     #[allow(clippy::ptr_arg)]
     pub fn write_str(
-        buf: &mut BytesMut,
+        buf: &mut Writer,
         v: &String,
         _: i16,
         flexible: bool,
@@ -688,12 +880,12 @@ pub fn read_tagged_struct_presence(buf: &mut Bytes) -> Result<bool, DecodeError>
 }
 
 /// Writes the presence marker of a struct field in a version where it is nullable.
-pub fn write_struct_presence(buf: &mut BytesMut, present: bool) {
+pub fn write_struct_presence(buf: &mut Writer, present: bool) {
     write_i8(buf, if present { 1 } else { -1 });
 }
 
 /// Writes the presence marker of a nullable struct inside a tagged field.
-pub fn write_tagged_struct_presence(buf: &mut BytesMut, present: bool) {
+pub fn write_tagged_struct_presence(buf: &mut Writer, present: bool) {
     write_uvarint(buf, u32::from(present));
 }
 
@@ -732,7 +924,7 @@ pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), DecodeError> {
 }
 
 /// Writes an empty tagged-field section.
-pub fn write_empty_tagged_fields(buf: &mut BytesMut) {
+pub fn write_empty_tagged_fields(buf: &mut Writer) {
     write_uvarint(buf, 0);
 }
 
@@ -742,23 +934,24 @@ pub fn write_empty_tagged_fields(buf: &mut BytesMut) {
 /// common case allocates nothing.
 #[derive(Debug, Default)]
 pub struct TaggedFields {
-    fields: Vec<(u32, BytesMut)>,
+    fields: Vec<(u32, Bytes)>,
 }
 
 impl TaggedFields {
     /// Adds a field's encoded payload. Fields must be added in ascending tag order,
     /// as Kafka writes them.
-    pub fn push(&mut self, tag: u32, payload: BytesMut) {
+    pub fn push(&mut self, tag: u32, payload: Bytes) {
         self.fields.push((tag, payload));
     }
 
     /// Writes the section: count, then (tag, size, payload) per field.
-    pub fn write_to(self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    pub fn write_to(self, buf: &mut Writer) -> Result<(), EncodeError> {
         write_uvarint(buf, count_u32(self.fields.len(), "tagged fields")?);
         for (tag, payload) in self.fields {
             write_uvarint(buf, tag);
             write_uvarint(buf, count_u32(payload.len(), "tagged field")?);
-            buf.put_slice(&payload);
+            // A large records payload in a tagged field stays shared.
+            buf.put_shared(&payload);
         }
         Ok(())
     }
@@ -884,9 +1077,9 @@ mod tests {
             (16_384, &[0x80, 0x80, 0x01]),
             (u32::MAX, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
         ] {
-            let mut out = BytesMut::new();
+            let mut out = Writer::new();
             write_uvarint(&mut out, value);
-            assert_eq!(&out[..], wire, "encode {value}");
+            assert_eq!(&out.into_bytes()[..], wire, "encode {value}");
             assert_eq!(uvarint_len(value), wire.len());
             let mut input = bytes(wire);
             assert_eq!(read_uvarint(&mut input), Ok(value), "decode {value}");
@@ -907,17 +1100,17 @@ mod tests {
             (i32::MAX, &[0xfe, 0xff, 0xff, 0xff, 0x0f]),
             (i32::MIN, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
         ] {
-            let mut out = BytesMut::new();
+            let mut out = Writer::new();
             write_varint(&mut out, value);
-            assert_eq!(&out[..], wire, "encode {value}");
+            assert_eq!(&out.into_bytes()[..], wire, "encode {value}");
             assert_eq!(read_varint(&mut bytes(wire)), Ok(value));
         }
         for value in [0i64, -1, 1, i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
-            let mut out = BytesMut::new();
+            let mut out = Writer::new();
             write_varlong(&mut out, value);
-            assert_eq!(read_varlong(&mut out.freeze()), Ok(value));
+            assert_eq!(read_varlong(&mut out.into_bytes()), Ok(value));
         }
-        let mut out = BytesMut::new();
+        let mut out = Writer::new();
         write_varlong(&mut out, i64::MIN);
         assert_eq!(out.len(), 10);
     }
@@ -948,20 +1141,20 @@ mod tests {
 
     #[test]
     fn string_wire_formats() {
-        let mut out = BytesMut::new();
+        let mut out = Writer::new();
         write_string(&mut out, "kafka", false, "f").unwrap();
-        assert_eq!(&out[..], b"\x00\x05kafka");
-        let mut out = BytesMut::new();
+        assert_eq!(&out.into_bytes()[..], b"\x00\x05kafka");
+        let mut out = Writer::new();
         write_string(&mut out, "kafka", true, "f").unwrap();
-        assert_eq!(&out[..], b"\x06kafka");
-        let mut out = BytesMut::new();
+        assert_eq!(&out.into_bytes()[..], b"\x06kafka");
+        let mut out = Writer::new();
         write_opt_string(&mut out, None, false, true, "f").unwrap();
-        assert_eq!(&out[..], b"\xff\xff");
-        let mut out = BytesMut::new();
+        assert_eq!(&out.into_bytes()[..], b"\xff\xff");
+        let mut out = Writer::new();
         write_opt_string(&mut out, None, true, true, "f").unwrap();
-        assert_eq!(&out[..], b"\x00");
+        assert_eq!(&out.into_bytes()[..], b"\x00");
         assert_eq!(
-            write_opt_string(&mut BytesMut::new(), None, true, false, "f"),
+            write_opt_string(&mut Writer::new(), None, true, false, "f"),
             Err(EncodeError::NullNotAllowed { field: "f" })
         );
 
@@ -987,7 +1180,7 @@ mod tests {
         ));
         let long = "x".repeat(MAX_STRING_LEN + 1);
         assert!(matches!(
-            write_string(&mut BytesMut::new(), &long, true, "f"),
+            write_string(&mut Writer::new(), &long, true, "f"),
             Err(EncodeError::TooLong { .. })
         ));
     }
@@ -1005,9 +1198,9 @@ mod tests {
             read_opt_bytes(&mut bytes(b"\xff\xff\xff\xff"), false, true, "f"),
             Ok(None)
         );
-        let mut out = BytesMut::new();
+        let mut out = Writer::new();
         write_bytes(&mut out, b"abc", true, "f").unwrap();
-        assert_eq!(&out[..], b"\x04abc");
+        assert_eq!(&out.into_bytes()[..], b"\x04abc");
     }
 
     #[test]
@@ -1030,25 +1223,26 @@ mod tests {
 
     #[test]
     fn arrays_round_trip() {
-        let mut out = BytesMut::new();
+        let mut out = Writer::new();
         write_array(&mut out, &[1i32, 2], 0, true, "f", elem::write_int32).unwrap();
+        let mut out = out.into_bytes();
         assert_eq!(&out[..], &[3, 0, 0, 0, 1, 0, 0, 0, 2]);
-        let v = read_array(&mut out.freeze(), 0, true, "f", elem::read_int32).unwrap();
+        let v = read_array(&mut out, 0, true, "f", elem::read_int32).unwrap();
         assert_eq!(v, vec![1, 2]);
-        let mut out = BytesMut::new();
+        let mut out = Writer::new();
         write_opt_array::<i32>(&mut out, None, 0, false, true, "f", elem::write_int32).unwrap();
-        assert_eq!(&out[..], &[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(&out.into_bytes()[..], &[0xff, 0xff, 0xff, 0xff]);
     }
 
     #[test]
     fn tagged_sections() {
         let mut tagged = TaggedFields::default();
-        tagged.push(0, BytesMut::from(&b"ab"[..]));
-        tagged.push(5, BytesMut::from(&b"c"[..]));
-        let mut out = BytesMut::new();
+        tagged.push(0, Bytes::from_static(b"ab"));
+        tagged.push(5, Bytes::from_static(b"c"));
+        let mut out = Writer::new();
         tagged.write_to(&mut out).unwrap();
-        assert_eq!(&out[..], &[2, 0, 2, b'a', b'b', 5, 1, b'c']);
-        let mut input = out.freeze();
+        let mut input = out.into_bytes();
+        assert_eq!(&input[..], &[2, 0, 2, b'a', b'b', 5, 1, b'c']);
         skip_tagged_fields(&mut input).unwrap();
         assert!(input.is_empty());
         // A field claiming more bytes than remain.
@@ -1056,6 +1250,82 @@ mod tests {
             skip_tagged_fields(&mut bytes(&[1, 0, 9, 0])),
             Err(DecodeError::LengthExceedsRemaining { .. })
         ));
+    }
+
+    #[test]
+    fn writer_shares_large_records_and_copies_small_ones() {
+        let large = Bytes::from(vec![7u8; ZERO_COPY_MIN]);
+        let small = Bytes::from(vec![1u8; ZERO_COPY_MIN - 1]);
+        let mut w = Writer::with_capacity(16);
+        w.put_i32(0);
+        write_records(&mut w, &large, false, "f").unwrap();
+        write_opt_records(&mut w, Some(&small), true, true, "f").unwrap();
+        write_opt_records(&mut w, None, true, true, "f").unwrap();
+        write_opt_records(&mut w, Some(&large), true, true, "f").unwrap();
+        // Straight after another shared payload: no empty segment in between.
+        w.put_shared(&large);
+        w.put_u8(9);
+        assert_eq!(
+            write_opt_records(&mut w, None, true, false, "f"),
+            Err(EncodeError::NullNotAllowed { field: "f" })
+        );
+
+        let mut expected = vec![1, 2, 3, 4];
+        expected.extend_from_slice(&(ZERO_COPY_MIN as i32).to_be_bytes());
+        expected.extend_from_slice(&large);
+        expected.extend_from_slice(&[0x80, 0x20]); // uvarint 4096 = 4095 + 1
+        expected.extend_from_slice(&small);
+        expected.push(0); // compact null
+        expected.extend_from_slice(&[0x81, 0x20]); // uvarint 4097 = 4096 + 1
+        expected.extend_from_slice(&large);
+        expected.extend_from_slice(&large);
+        expected.push(9);
+        assert_eq!(w.len(), expected.len());
+
+        // The bytes before the first shared payload stay writable (frame prefixes).
+        w.head_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
+        let segments = w.into_segments();
+        let lens: Vec<usize> = segments.iter().map(Bytes::len).collect();
+        let big = ZERO_COPY_MIN;
+        assert_eq!(lens, [8, big, 2 + (big - 1) + 1 + 2, big, big, 1]);
+        for i in [1, 3, 4] {
+            assert_eq!(segments[i].as_ptr(), large.as_ptr(), "segment {i} copied");
+        }
+        assert_eq!(segments.concat(), expected);
+    }
+
+    #[test]
+    fn writer_edge_cases() {
+        let empty = Writer::new();
+        assert!(empty.is_empty());
+        assert_eq!(empty.into_segments(), [Bytes::new()]);
+
+        let large = Bytes::from(vec![3u8; ZERO_COPY_MIN + 1]);
+        let mut w = Writer::new();
+        w.put_shared(&large);
+        // A shared payload is never written to in place.
+        assert!(w.head_mut().is_empty());
+        w.put_i16(-2);
+        w.put_shared(&large);
+        let segments = w.into_segments();
+        assert_eq!(segments.len(), 3);
+        assert_eq!(segments[0].as_ptr(), large.as_ptr());
+        assert_eq!(&segments[1][..], &[0xff, 0xfe]);
+
+        // One contiguous copy when something was shared; no copy otherwise.
+        let mut w = Writer::new();
+        w.put_u16(1);
+        w.put_shared(&large);
+        w.put_f64(1.5);
+        let all = w.into_bytes();
+        assert_eq!(all.len(), 2 + large.len() + 8);
+        assert_eq!(&all[2..large.len() + 2], &large[..]);
+        let mut w = Writer::new();
+        w.put_u32(5);
+        w.put_i64(-1);
+        w.put_i8(-1);
+        assert_eq!(w.len(), 13);
+        assert_eq!(w.into_segments().len(), 1);
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! socket into a `BytesMut` and calls [`take_frame`]; this module never reads or
 //! writes a socket itself.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::api::ApiKey;
-use crate::codec::{self, Decode, DecodeError, Encode, EncodeError};
+use crate::codec::{self, Decode, DecodeError, Encode, EncodeError, Writer};
 use crate::messages::{RequestHeader, ResponseHeader};
 
 /// Kafka's default `socket.request.max.bytes` (100 MiB).
@@ -118,20 +118,48 @@ pub fn decode_response_header(frame: &mut Bytes, header_version: i16) -> Result<
     Ok(ResponseHeader::decode(frame, header_version)?.correlation_id)
 }
 
+/// Room reserved up front for an encoded frame: enough for most responses other than
+/// Fetch (headers, ApiVersions, small Metadata) without growing, small enough not to
+/// matter per in-flight response.
+const INITIAL_FRAME_CAPACITY: usize = 1024;
+
 /// Encodes a complete response frame: size prefix, response header of
 /// `header_version` (v1 carries an empty tagged-field section), then `body` in
-/// `version`.
+/// `version`. The frame is one contiguous `Bytes`; large record payloads are copied
+/// into it once (see [`encode_response_segments`] to avoid that).
 pub fn encode_response<M: Encode>(
     correlation_id: i32,
     header_version: i16,
     body: &M,
     version: i16,
 ) -> Result<Bytes, EncodeError> {
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_i32(0);
-    ResponseHeader { correlation_id }.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, version)?;
-    finish_frame(buf)
+    Ok(response_writer(correlation_id, header_version, body, version)?.into_bytes())
+}
+
+/// Encodes the same frame as [`encode_response`], as segments to be written in order:
+/// the first starts with the size prefix (computed over all of them), and `records`
+/// payloads of at least [`codec::ZERO_COPY_MIN`] bytes are segments of their own that
+/// share the body's `Bytes` instead of copying them.
+pub fn encode_response_segments<M: Encode>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> Result<Vec<Bytes>, EncodeError> {
+    Ok(response_writer(correlation_id, header_version, body, version)?.into_segments())
+}
+
+fn response_writer<M: Encode>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> Result<Writer, EncodeError> {
+    let mut w = Writer::with_capacity(INITIAL_FRAME_CAPACITY);
+    w.put_i32(0);
+    ResponseHeader { correlation_id }.encode(&mut w, header_version)?;
+    body.encode(&mut w, version)?;
+    finish_frame(w)
 }
 
 /// Encodes a complete request frame: size prefix, the request header version
@@ -143,27 +171,28 @@ pub fn encode_request<M: Encode>(
     client_id: Option<&str>,
     body: &M,
 ) -> Result<Bytes, EncodeError> {
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_i32(0);
+    let mut w = Writer::with_capacity(INITIAL_FRAME_CAPACITY);
+    w.put_i32(0);
     let header = RequestHeader {
         request_api_key: api_key as i16,
         request_api_version: api_version,
         correlation_id,
         client_id: client_id.map(str::to_owned),
     };
-    header.encode(&mut buf, api_key.request_header_version(api_version))?;
-    body.encode(&mut buf, api_version)?;
-    finish_frame(buf)
+    header.encode(&mut w, api_key.request_header_version(api_version))?;
+    body.encode(&mut w, api_version)?;
+    Ok(finish_frame(w)?.into_bytes())
 }
 
-/// Fills in the size prefix reserved at the front of `buf`.
-fn finish_frame(mut buf: BytesMut) -> Result<Bytes, EncodeError> {
-    let size = buf.len().saturating_sub(4);
+/// Fills in the size prefix reserved at the front of `w`. The prefix was written
+/// first, before anything could be shared, so it lies in the writer's head.
+fn finish_frame(mut w: Writer) -> Result<Writer, EncodeError> {
+    let size = w.len().saturating_sub(4);
     let size32 = i32::try_from(size).map_err(|_| EncodeError::FrameTooLarge(size))?;
-    if let Some(prefix) = buf.first_chunk_mut::<4>() {
+    if let Some(prefix) = w.head_mut().first_chunk_mut::<4>() {
         *prefix = size32.to_be_bytes();
     }
-    Ok(buf.freeze())
+    Ok(w)
 }
 
 #[cfg(test)]
@@ -270,6 +299,115 @@ mod tests {
             (0, 5, Some(""))
         );
         assert_eq!(&frame[..], &[0, 0, 0, 1]);
+    }
+
+    use crate::codec::ZERO_COPY_MIN;
+    use crate::messages::{fetch_response, FetchResponse};
+    use proptest::prelude::*;
+
+    /// A FetchResponse in `version` with one topic per entry of `topics`, each with a
+    /// partition per records size (`None`: null records). Every payload is an
+    /// allocation of its own, so sharing can be told from copying by address.
+    fn fetch_response(version: i16, topics: &[Vec<Option<usize>>]) -> FetchResponse {
+        let mut resp = FetchResponse::sample(version, false);
+        let topic = resp.responses.first().cloned().unwrap_or_default();
+        let partition = topic.partitions.first().cloned().unwrap_or_default();
+        resp.responses = topics
+            .iter()
+            .enumerate()
+            .map(|(t, sizes)| fetch_response::FetchableTopicResponse {
+                partitions: sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(p, size)| fetch_response::PartitionData {
+                        partition_index: p as i32,
+                        records: size.map(|n| Bytes::from(vec![(t * 16 + p) as u8; n])),
+                        ..partition.clone()
+                    })
+                    .collect(),
+                ..topic.clone()
+            })
+            .collect();
+        resp
+    }
+
+    fn check_segments(version: i16, topics: &[Vec<Option<usize>>]) {
+        let resp = fetch_response(version, topics);
+        let header_version = ApiKey::Fetch.response_header_version(version);
+        let whole = encode_response(5, header_version, &resp, version).unwrap();
+        let segments = encode_response_segments(5, header_version, &resp, version).unwrap();
+        assert!(segments.iter().all(|s| !s.is_empty()), "empty segment");
+        assert_eq!(segments.concat(), &whole[..], "v{version}: segments differ");
+
+        // Every large payload went out as the caller's own allocation.
+        let large: Vec<&Bytes> = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.records.as_ref())
+            .filter(|r| r.len() >= ZERO_COPY_MIN)
+            .collect();
+        assert_eq!(segments.len() > 1, !large.is_empty());
+        for r in &large {
+            assert!(
+                segments
+                    .iter()
+                    .any(|s| s.as_ptr() == r.as_ptr() && s.len() == r.len()),
+                "v{version}: a {}-byte payload was copied",
+                r.len()
+            );
+        }
+        let written = segments.len() - large.len();
+        assert!(
+            written <= large.len() + 1,
+            "one written segment between payloads"
+        );
+
+        let mut buf = BytesMut::from(&whole[..]);
+        let mut frame = take_frame(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(decode_response_header(&mut frame, header_version), Ok(5));
+        assert_eq!(FetchResponse::decode(&mut frame, version).unwrap(), resp);
+        assert!(frame.is_empty());
+    }
+
+    #[test]
+    fn fetch_segments_share_large_records() {
+        let big = ZERO_COPY_MIN;
+        for version in [4, 11, 12, 13, 16, 17] {
+            check_segments(version, &[]);
+            check_segments(version, &[vec![None, Some(0), Some(big - 1)]]);
+            check_segments(version, &[vec![Some(big)]]);
+            check_segments(
+                version,
+                &[
+                    vec![Some(1 << 20), Some(10), Some(big), Some(big + 1)],
+                    vec![None, Some(3 * big), Some(big - 1)],
+                ],
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn fetch_segments_equal_the_contiguous_frame(
+            version in prop::sample::select(vec![4i16, 11, 12, 13, 16, 17]),
+            topics in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![
+                        Just(None),
+                        (0..ZERO_COPY_MIN).prop_map(Some),
+                        (ZERO_COPY_MIN..4 * ZERO_COPY_MIN).prop_map(Some),
+                    ],
+                    0..4,
+                ),
+                0..3,
+            ),
+        ) {
+            check_segments(version, &topics);
+        }
     }
 
     #[test]

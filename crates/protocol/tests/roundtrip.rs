@@ -4,8 +4,8 @@
 
 use std::fmt::Debug;
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::codec::{Decode, DecodeError, Encode, EncodeError};
+use bytes::Bytes;
+use sluice_protocol::codec::{Decode, DecodeError, Encode, EncodeError, Writer};
 use sluice_protocol::messages::testing::{visit_all, MessageVisitor};
 
 #[derive(Default)]
@@ -20,11 +20,11 @@ impl Checker {
     where
         M: Encode + Decode + PartialEq + Debug + Clone + Default,
     {
-        let mut buf = BytesMut::new();
+        let mut buf = Writer::new();
         value
             .encode(&mut buf, version)
             .unwrap_or_else(|e| panic!("{name} v{version}: encode failed: {e}"));
-        let bytes = buf.freeze();
+        let bytes = buf.into_bytes();
 
         let mut input = bytes.clone();
         let decoded = M::decode(&mut input, version)
@@ -36,12 +36,12 @@ impl Checker {
             input.len()
         );
 
-        let mut again = BytesMut::new();
+        let mut again = Writer::new();
         decoded
             .encode(&mut again, version)
             .unwrap_or_else(|e| panic!("{name} v{version}: re-encode failed: {e}"));
         assert_eq!(
-            again.freeze(),
+            again.into_bytes(),
             bytes,
             "{name} v{version}: re-encoding differs"
         );
@@ -82,7 +82,7 @@ impl MessageVisitor for Checker {
             let value = sample(max, false);
             assert!(
                 matches!(
-                    value.encode(&mut BytesMut::new(), version),
+                    value.encode(&mut Writer::new(), version),
                     Err(EncodeError::UnsupportedVersion { .. })
                 ),
                 "{name} v{version} encoded"

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::api::{decode_request, ApiKey, RequestBody};
-use sluice_protocol::codec::{Decode, DecodeError, Encode, EncodeError, Uuid};
+use sluice_protocol::codec::{Decode, DecodeError, Encode, EncodeError, Uuid, Writer};
 use sluice_protocol::frame::{decode_request_header, encode_request, encode_response, take_frame};
 use sluice_protocol::messages::{
     api_versions_response, consumer_group_heartbeat_response, metadata_request, produce_request,
@@ -18,10 +18,10 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn encode<M: Encode>(m: &M, version: i16) -> Vec<u8> {
-    let mut buf = BytesMut::new();
+    let mut buf = Writer::new();
     m.encode(&mut buf, version)
         .unwrap_or_else(|e| panic!("encode v{version}: {e}"));
-    buf.to_vec()
+    buf.into_bytes().to_vec()
 }
 
 fn decode<M: Decode>(bytes: &[u8], version: i16) -> M {
@@ -171,7 +171,7 @@ fn metadata_v12_request() {
     assert_eq!(encode(&all, 12), [0, 1, 1, 0]);
     // v0 cannot express "all topics" as null (its empty list means all).
     assert!(matches!(
-        all.encode(&mut BytesMut::new(), 0),
+        all.encode(&mut Writer::new(), 0),
         Err(EncodeError::NullNotAllowed { .. })
     ));
     let mut v0_null = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]);
@@ -181,7 +181,7 @@ fn metadata_v12_request() {
     ));
     // Non-ignorable IncludeTopicAuthorizedOperations (8+) set to true at v7.
     assert!(matches!(
-        req.encode(&mut BytesMut::new(), 7),
+        req.encode(&mut Writer::new(), 7),
         Err(EncodeError::NonDefaultField { .. })
     ));
 }
@@ -240,7 +240,7 @@ fn produce_v3_and_v9_requests() {
         ..req
     };
     assert_eq!(
-        txn.encode(&mut BytesMut::new(), 2),
+        txn.encode(&mut Writer::new(), 2),
         Err(EncodeError::NonDefaultField {
             field: "ProduceRequest.TransactionalId",
             version: 2

@@ -152,11 +152,11 @@ pub fn emit_api(messages: &[Message]) -> Result<String> {
     writeln!(out)?;
     writeln!(out, "use std::fmt;")?;
     writeln!(out)?;
-    writeln!(out, "use bytes::{{Bytes, BytesMut}};")?;
+    writeln!(out, "use bytes::Bytes;")?;
     writeln!(out)?;
     writeln!(
         out,
-        "use crate::codec::{{Decode, DecodeError, Encode, EncodeError}};"
+        "use crate::codec::{{Decode, DecodeError, Encode, EncodeError, Writer}};"
     )?;
     writeln!(out, "use crate::messages;")?;
     writeln!(out)?;
@@ -368,7 +368,7 @@ pub fn emit_api(messages: &[Message]) -> Result<String> {
     writeln!(out, "impl Encode for RequestBody {{")?;
     writeln!(
         out,
-        "fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {{"
+        "fn encode(&self, buf: &mut Writer, version: i16) -> Result<(), EncodeError> {{"
     )?;
     writeln!(out, "match self {{")?;
     for a in &apis {

@@ -106,14 +106,14 @@ pub fn emit(msg: &Message, latest_version_unstable: bool) -> Result<String> {
         msg.file
     )?;
     writeln!(out)?;
-    writeln!(out, "use bytes::{{Bytes, BytesMut}};")?;
+    writeln!(out, "use bytes::Bytes;")?;
     writeln!(out)?;
     if names::uses_ident(&body, "codec") {
         writeln!(out, "use crate::codec;")?;
     }
     writeln!(
         out,
-        "use crate::codec::{{Decode, DecodeError, Encode, EncodeError}};"
+        "use crate::codec::{{Decode, DecodeError, Encode, EncodeError, Writer}};"
     )?;
     out.push_str(&body);
     Ok(out)
@@ -301,7 +301,7 @@ fn emit_encode(
             let w = write_stmts(fc, Place::Tagged)?;
             writeln!(
                 section,
-                "if {cond} {{ let mut t = BytesMut::new(); {w} tagged.push({tag}, t); }}"
+                "if {cond} {{ let mut t = Writer::new(); {w} tagged.push({tag}, t.into_bytes()); }}"
             )?;
         }
         writeln!(section, "tagged.write_to(buf)?;")?;
@@ -313,7 +313,7 @@ fn emit_encode(
     writeln!(out, "impl Encode for {} {{", s.name)?;
     writeln!(
         out,
-        "fn encode(&self, {}: &mut BytesMut, {}: i16) -> Result<(), EncodeError> {{",
+        "fn encode(&self, {}: &mut Writer, {}: i16) -> Result<(), EncodeError> {{",
         param(&b, "buf"),
         param(&b, "version")
     )?;
@@ -674,11 +674,19 @@ fn write_stmts(fc: &FieldCtx, place: Place) -> Result<String> {
         (Type::String, true) => {
             format!("codec::write_opt_string({buf}, {path}.as_deref(), {flex}, {n}, {label})?;")
         }
-        (Type::Bytes | Type::Records, false) => {
+        (Type::Bytes, false) => {
             format!("codec::write_bytes({buf}, &{path}, {flex}, {label})?;")
         }
-        (Type::Bytes | Type::Records, true) => {
+        (Type::Bytes, true) => {
             format!("codec::write_opt_bytes({buf}, {path}.as_deref(), {flex}, {n}, {label})?;")
+        }
+        // Record batches can be megabytes read from storage: the records writers share
+        // them with the output instead of copying (see `codec::Writer::put_shared`).
+        (Type::Records, false) => {
+            format!("codec::write_records({buf}, &{path}, {flex}, {label})?;")
+        }
+        (Type::Records, true) => {
+            format!("codec::write_opt_records({buf}, {path}.as_ref(), {flex}, {n}, {label})?;")
         }
         (Type::Array(e), false) => {
             let (_, w) = elem_fns(e)?;

@@ -180,7 +180,7 @@ pub fn build(specs: Vec<(String, MessageSpec)>) -> Result<Vec<Message>> {
 /// names would shadow them.
 const RESERVED_TYPE_NAMES: &[&str] = &[
     "Bytes",
-    "BytesMut",
+    "Writer",
     "Decode",
     "DecodeError",
     "Encode",
