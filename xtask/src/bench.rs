@@ -1,0 +1,931 @@
+//! `cargo xtask bench`: produce/consume throughput, latency and broker CPU per GB with
+//! a real client (librdkafka), against this machine's own limits.
+//!
+//! xtask stays light (no rdkafka): it builds the load driver (`sluice-bench`) and the
+//! null sink from the system-tests crate, starts the servers, runs the driver against
+//! them and turns its JSON into the table, `bench.json` and `bench.svg` under
+//! `target/bench/` (or `--out`).
+//!
+//! Order of a full run: machine limits (dd with fdatasync, loopback TCP), the null-sink
+//! ceiling (the same acks=1 producer against a server that discards everything), then
+//! a fresh `sluice` on a data dir on this disk: produce acks=1, produce acks=all,
+//! consume, and the steady-rate latency phase. `--null-sink` stops after the ceiling.
+//!
+//! The machine has two cores shared with whatever else runs, so every phase also
+//! records the machine's busy CPU time that was neither broker nor driver
+//! (`other_cpu_s`), and the load average before and after.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::util::{cargo, output, run as run_cmd};
+
+const USAGE: &str = "\
+usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--out DIR]
+  --messages N   messages per throughput phase (default 1000000; 100000 with --quick)
+  --size S       message value size in bytes (default 1024)
+  --null-sink    measure only the producer ceiling against the null sink
+  --quick        smoke run: 100,000 messages, 3 s latency phase, 512 MiB dd
+  --out DIR      output directory (default target/bench)";
+
+/// Targets from the benchmark issue, checked and printed after a full run.
+const TARGET_CEILING_FRACTION: f64 = 0.95;
+const TARGET_CONSUME_MB_S: f64 = 800.0;
+const TARGET_PRODUCE_CPU_S_PER_GB: f64 = 1.0;
+const TARGET_CONSUME_CPU_S_PER_GB: f64 = 0.5;
+const TARGET_PRODUCE_P99_MS: f64 = 2.0;
+const TARGET_E2E_P99_MS: f64 = 5.0;
+
+struct Opts {
+    messages: u64,
+    size: usize,
+    null_sink_only: bool,
+    quick: bool,
+    out: PathBuf,
+}
+
+fn parse(root: &Path, args: &[String]) -> Result<Opts> {
+    let mut messages = None;
+    let mut size = 1024;
+    let mut null_sink_only = false;
+    let mut quick = false;
+    let mut out = root.join("target/bench");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--messages" => messages = Some(value()?.parse().context("--messages")?),
+            "--size" => size = value()?.parse().context("--size")?,
+            "--null-sink" => null_sink_only = true,
+            "--quick" => quick = true,
+            // Relative to where the command was started, made absolute because the
+            // servers and the driver get paths below it.
+            "--out" => out = std::env::current_dir()?.join(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    Ok(Opts {
+        messages: messages.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+        size,
+        null_sink_only,
+        quick,
+        out,
+    })
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let opts = parse(root, args)?;
+    let started = Instant::now();
+    // One cargo at a time on this machine: the two builds run one after the other.
+    run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-system-tests", "--bins"]))?;
+    if !opts.null_sink_only {
+        run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let bin = root.join("target/release");
+
+    let load_before = loadavg();
+    let machine = machine_info();
+    eprintln!("xtask bench: measuring disk write speed (dd, fdatasync)");
+    let disk = dd_write(&opts.out, if opts.quick { 512 } else { 2048 })?;
+    eprintln!("xtask bench: measuring loopback TCP throughput");
+    let loopback = loopback_tcp(Duration::from_secs(if opts.quick { 1 } else { 3 }))?;
+
+    eprintln!("xtask bench: null-sink ceiling");
+    let ceiling = {
+        let server = Server::start(
+            &bin.join("null-sink"),
+            &[],
+            "null-sink listening",
+            &opts.out.join("null-sink.log"),
+            None,
+        )?;
+        let r = driver(&bin, &opts, &server, "produce-acks1", false)?;
+        server.stop()?;
+        r
+    };
+    let ceiling_phase = ceiling["phases"].get(0).cloned().unwrap_or(Value::Null);
+
+    let mut broker = Value::Null;
+    if !opts.null_sink_only {
+        eprintln!("xtask bench: sluice broker");
+        // A fresh data dir on this disk (target/ lives on /work), not on tmpfs, so
+        // the broker persists to the same device dd measured.
+        let data_dir = opts.out.join(format!("data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir)?;
+        let data_arg = data_dir.to_string_lossy().into_owned();
+        let result = (|| -> Result<Value> {
+            let server = Server::start(
+                &bin.join("sluice"),
+                &["--data-dir", &data_arg, "--listen", "127.0.0.1:0"],
+                "sluice listening",
+                &opts.out.join("broker.log"),
+                Some(("SLUICE_LOG_LEVEL", "info")),
+            )?;
+            let r = driver(
+                &bin,
+                &opts,
+                &server,
+                "produce-acks1,produce-acksall,consume,consume-1mib,latency",
+                true,
+            )?;
+            server.stop()?;
+            Ok(r)
+        })();
+        if let Err(e) = std::fs::remove_dir_all(&data_dir) {
+            eprintln!("xtask bench: could not remove {}: {e}", data_dir.display());
+        }
+        broker = result?;
+    }
+    let load_after = loadavg();
+
+    let driver_meta = if broker.is_null() { &ceiling } else { &broker };
+    let doc = json!({
+        "date": output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])).map(|s| s.trim().to_string()).unwrap_or_default(),
+        "mode": if opts.null_sink_only { "null-sink" } else { "full" },
+        "messages": opts.messages,
+        "size": opts.size,
+        "gb": "1e9 bytes of message payload (values only)",
+        "librdkafka_version": driver_meta["librdkafka_version"],
+        "machine": machine,
+        "code": code_state(root),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "limits": { "disk_write": disk, "loopback_tcp": loopback },
+        "null_sink": ceiling_phase,
+        "broker_phases": broker["phases"],
+        "producer_settings": driver_meta["producer_settings"],
+        "consumer_settings": driver_meta["consumer_settings"],
+        "latency_producer_settings": driver_meta["latency_producer_settings"],
+        "latency_consumer_settings": driver_meta["latency_consumer_settings"],
+        "targets": targets(&ceiling_phase, &broker),
+        "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    });
+
+    let stem = if opts.null_sink_only {
+        "null-sink"
+    } else {
+        "bench"
+    };
+    let table = table(&doc);
+    println!("{table}");
+    let json_path = opts.out.join(format!("{stem}.json"));
+    let svg_path = opts.out.join(format!("{stem}.svg"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    std::fs::write(&svg_path, svg(&doc))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    std::fs::write(opts.out.join(format!("{stem}.txt")), &table)?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Servers and the driver
+
+/// A server process (broker or null sink) that is killed if the bench fails midway.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    pid: u32,
+}
+
+impl Server {
+    /// Starts `program`, copies its stdout and stderr to `log`, and waits for the
+    /// line containing `marker` to learn the bound address (`listen=HOST:PORT`).
+    fn start(
+        program: &Path,
+        args: &[&str],
+        marker: &str,
+        log: &Path,
+        env: Option<(&str, &str)>,
+    ) -> Result<Server> {
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let pid = child.id();
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            let log_file = log_file.try_clone()?;
+            copy_lines(stdout, log_file, Some((marker.to_string(), tx)));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            copy_lines(stderr, log_file, None);
+        }
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            pid,
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => bail!(
+                "{} did not print `{marker} listen=...` within 30 s (see {})",
+                program.display(),
+                log.display()
+            ),
+        }
+        Ok(server)
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit.
+    fn stop(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    eprintln!("xtask bench: server {} exited with {status}", self.pid);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("server {} did not exit within 30 s of SIGTERM", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Copies lines from a child's pipe into `log` on a thread; the first line containing
+/// the marker sends the address after `listen=`.
+fn copy_lines(
+    from: impl Read + Send + 'static,
+    mut log: std::fs::File,
+    marker: Option<(String, mpsc::Sender<String>)>,
+) {
+    std::thread::spawn(move || {
+        let mut marker = marker;
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if let Some((m, tx)) = &marker {
+                if line.contains(m.as_str()) {
+                    if let Some(addr) = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                    {
+                        let _ = tx.send(addr.to_string());
+                        marker = None;
+                    }
+                }
+            }
+            let _ = writeln!(log, "{line}");
+        }
+    });
+}
+
+/// Runs `sluice-bench` against `server` and returns its JSON document.
+fn driver(bin: &Path, opts: &Opts, server: &Server, phases: &str, create: bool) -> Result<Value> {
+    let json_path = opts.out.join(format!("driver-{}.json", server.pid));
+    let mut cmd = Command::new(bin.join("sluice-bench"));
+    cmd.args([
+        "--bootstrap",
+        &server.addr,
+        "--pid",
+        &server.pid.to_string(),
+    ])
+    .args([
+        "--messages",
+        &opts.messages.to_string(),
+        "--size",
+        &opts.size.to_string(),
+    ])
+    .args(["--phases", phases])
+    .arg("--json")
+    .arg(&json_path);
+    if opts.quick {
+        cmd.args(["--latency-secs", "3"]);
+    }
+    if !create {
+        cmd.arg("--no-create");
+    }
+    run_cmd(&mut cmd)?;
+    let text = std::fs::read_to_string(&json_path)
+        .with_context(|| format!("reading {}", json_path.display()))?;
+    let _ = std::fs::remove_file(&json_path);
+    serde_json::from_str(&text).context("parsing the driver's JSON")
+}
+
+// ---------------------------------------------------------------------------------
+// Machine and its limits
+
+fn machine_info() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+    })
+}
+
+/// Which code was measured: HEAD and the files under crates/ changed since (other
+/// engineers edit the broker while benchmarks run, so HEAD alone may not say it).
+fn code_state(root: &Path) -> Value {
+    let git = |args: &[&str]| {
+        output(Command::new("git").current_dir(root).args(args))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty: Vec<String> = git(&["status", "--porcelain", "--", "crates"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    json!({ "head": git(&["rev-parse", "--short", "HEAD"]), "uncommitted_in_crates": dirty })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sequential write speed of the disk holding `dir`: dd of `mib` MiB with fdatasync.
+fn dd_write(dir: &Path, mib: u64) -> Result<Value> {
+    let file = dir.join("dd-test.bin");
+    let out = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"])
+        .output()
+        .context("running dd")?;
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        bail!("dd failed: {stderr}");
+    }
+    // "2147483648 bytes (2.1 GB, 2.0 GiB) copied, 2.9 s, 738 MB/s": bytes and seconds
+    // give the rate with more digits than dd prints.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("copied"))
+        .context("no summary line from dd")?;
+    let bytes: f64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|b| b.parse().ok())
+        .context("dd byte count")?;
+    let secs: f64 = line
+        .split(", ")
+        .find(|p| p.ends_with(" s"))
+        .and_then(|p| p.trim_end_matches(" s").trim().parse().ok())
+        .context("dd seconds")?;
+    Ok(json!({
+        "command": format!("dd if=/dev/zero of={} bs=1M count={mib} conv=fdatasync", file.display()),
+        "bytes": bytes,
+        "seconds": secs,
+        "mb_per_s": (bytes / 1e6 / secs * 10.0).round() / 10.0,
+        "dd_says": line.trim(),
+    }))
+}
+
+/// One TCP stream over 127.0.0.1 for `duration`, 1 MiB writes, reader discarding.
+fn loopback_tcp(duration: Duration) -> Result<Value> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<(u64, Instant)> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok((total, Instant::now()));
+            }
+            total += n as u64;
+        }
+    });
+    let mut s = TcpStream::connect(addr)?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        s.write_all(&chunk)?;
+    }
+    drop(s);
+    let (bytes, end) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("loopback reader panicked"))??;
+    let secs = end.duration_since(start).as_secs_f64();
+    Ok(json!({
+        "streams": 1,
+        "write_size": 1 << 20,
+        "bytes": bytes,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "mb_per_s": (bytes as f64 / 1e6 / secs * 10.0).round() / 10.0,
+    }))
+}
+
+// ---------------------------------------------------------------------------------
+// Targets, table, plot
+
+fn phase<'a>(broker: &'a Value, name: &str) -> &'a Value {
+    broker["phases"]
+        .as_array()
+        .and_then(|p| p.iter().find(|x| x["phase"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// Each target of the issue with the measured value and whether it is met.
+fn targets(ceiling: &Value, broker: &Value) -> Value {
+    if broker.is_null() {
+        return Value::Null;
+    }
+    let acks1 = phase(broker, "produce acks=1");
+    let acksall = phase(broker, "produce acks=all");
+    let consume = phase(broker, "consume");
+    let latency = phase(broker, "latency");
+    let mut out = Vec::new();
+    let mut check = |name: &str, value: Option<f64>, target: f64, at_most: bool| {
+        let met = value.map(|v| if at_most { v <= target } else { v >= target });
+        out.push(json!({ "name": name, "value": value, "target": target, "at_most": at_most, "met": met }));
+    };
+    let ratio = match (acks1["mb_per_s"].as_f64(), ceiling["mb_per_s"].as_f64()) {
+        (Some(a), Some(c)) if c > 0.0 => Some((a / c * 1000.0).round() / 1000.0),
+        _ => None,
+    };
+    check(
+        "produce acks=1 / null-sink ceiling",
+        ratio,
+        TARGET_CEILING_FRACTION,
+        false,
+    );
+    check(
+        "consume MB/s",
+        consume["mb_per_s"].as_f64(),
+        TARGET_CONSUME_MB_S,
+        false,
+    );
+    check(
+        "broker CPU s/GB, produce acks=1",
+        acks1["server_cpu_s_per_gb"].as_f64(),
+        TARGET_PRODUCE_CPU_S_PER_GB,
+        true,
+    );
+    check(
+        "broker CPU s/GB, produce acks=all",
+        acksall["server_cpu_s_per_gb"].as_f64(),
+        TARGET_PRODUCE_CPU_S_PER_GB,
+        true,
+    );
+    check(
+        "broker CPU s/GB, consume",
+        consume["server_cpu_s_per_gb"].as_f64(),
+        TARGET_CONSUME_CPU_S_PER_GB,
+        true,
+    );
+    check(
+        "steady produce latency p99 ms",
+        latency["produce_latency"]["p99_ms"].as_f64(),
+        TARGET_PRODUCE_P99_MS,
+        true,
+    );
+    check(
+        "steady end-to-end latency p99 ms",
+        latency["e2e_latency"]["p99_ms"].as_f64(),
+        TARGET_E2E_P99_MS,
+        true,
+    );
+    Value::Array(out)
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+/// Integer with thousands separators.
+fn grouped(v: &Value) -> String {
+    let Some(x) = v.as_f64() else {
+        return "-".into();
+    };
+    let s = format!("{:.0}", x.round());
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn table(doc: &Value) -> String {
+    let mut t = String::new();
+    let m = &doc["machine"];
+    let _ = writeln!(
+        t,
+        "sluice bench ({}): {} messages x {} B, librdkafka {}, {} cores ({}), {} GiB, kernel {}, {}",
+        doc["mode"].as_str().unwrap_or_default(),
+        grouped(&doc["messages"]),
+        doc["size"],
+        doc["librdkafka_version"].as_str().unwrap_or("?"),
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or_default(),
+        m["memory_gib"],
+        m["kernel"].as_str().unwrap_or_default(),
+        doc["date"].as_str().unwrap_or_default(),
+    );
+    let _ = writeln!(
+        t,
+        "machine limits: disk write {} MB/s (dd 1 MiB blocks, fdatasync, {} MB); loopback TCP {} MB/s (1 stream)",
+        num(&doc["limits"]["disk_write"]["mb_per_s"], 1),
+        num(&json!(doc["limits"]["disk_write"]["bytes"].as_f64().unwrap_or(0.0) / 1e6), 0),
+        num(&doc["limits"]["loopback_tcp"]["mb_per_s"], 1),
+    );
+    let dirty = doc["code"]["uncommitted_in_crates"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let _ = writeln!(
+        t,
+        "code: HEAD {}{}",
+        doc["code"]["head"].as_str().unwrap_or("?"),
+        if dirty > 0 {
+            format!(" + {dirty} uncommitted file(s) under crates/ (listed in the JSON)")
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        t,
+        "load average before {} / after {}; CPU seconds per GB = per 1e9 payload bytes",
+        doc["load_average_before"].as_str().unwrap_or_default(),
+        doc["load_average_after"].as_str().unwrap_or_default()
+    );
+    t.push('\n');
+    let _ = writeln!(
+        t,
+        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+        "phase",
+        "MB/s",
+        "msgs/s",
+        "secs",
+        "prod p50",
+        "p99",
+        "p99.9",
+        "e2e p50",
+        "p99",
+        "srv CPU",
+        "s/GB",
+        "drv CPU",
+        "other"
+    );
+    let _ = writeln!(
+        t,
+        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+        "", "", "", "", "ms", "ms", "ms", "ms", "ms", "s", "", "s", "s"
+    );
+    let mut row = |name: &str, p: &Value| {
+        if p.is_null() {
+            return;
+        }
+        let _ = writeln!(
+            t,
+            "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+            name,
+            num(&p["mb_per_s"], 1),
+            grouped(if p["msgs_per_s"].is_null() {
+                &p["rate_achieved_msgs_per_s"]
+            } else {
+                &p["msgs_per_s"]
+            }),
+            num(&p["seconds"], 2),
+            num(&p["produce_latency"]["p50_ms"], 3),
+            num(&p["produce_latency"]["p99_ms"], 3),
+            num(&p["produce_latency"]["p999_ms"], 3),
+            num(&p["e2e_latency"]["p50_ms"], 3),
+            num(&p["e2e_latency"]["p99_ms"], 3),
+            num(&p["server_cpu_s"], 2),
+            // Per GB means nothing at 2 MB/s: the steady phase shows "-" there.
+            if p["phase"] == "latency" {
+                "-".to_string()
+            } else {
+                num(&p["server_cpu_s_per_gb"], 3)
+            },
+            num(&p["client_cpu_s"], 2),
+            num(&p["other_cpu_s"], 2),
+        );
+    };
+    row("null sink (ceiling)", &doc["null_sink"]);
+    if let Some(phases) = doc["broker_phases"].as_array() {
+        for p in phases {
+            let name = if p["phase"] == "latency" {
+                format!("steady {}/s linger=0", p["rate_target_msgs_per_s"])
+            } else {
+                p["label"]
+                    .as_str()
+                    .or(p["phase"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            row(&name, p);
+        }
+    }
+    t.push_str(
+        "\n(throughput phases: produce latency is enqueue -> delivery report and mostly time in the client's queue;\n \
+         srv CPU = server process utime+stime over the phase (steady phase: over its measured seconds);\n \
+         drv = the load driver; other = the rest of the machine's busy CPU in the same interval)\n",
+    );
+    if let Some(targets) = doc["targets"].as_array() {
+        t.push_str("\ntargets:\n");
+        for v in targets {
+            let name = v["name"].as_str().unwrap_or_default();
+            let met = match v["met"].as_bool() {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            let _ = writeln!(
+                t,
+                "  {:<40} {:>9} {} {:<6} {}",
+                name,
+                num(&v["value"], 3),
+                if v["at_most"].as_bool() == Some(true) {
+                    "<="
+                } else {
+                    ">="
+                },
+                num(&v["target"], 2),
+                met
+            );
+        }
+    }
+    t
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// One bar chart panel: bars with value labels, optional dashed target lines.
+fn bar_panel(
+    svg: &mut String,
+    x0: f64,
+    title: &str,
+    unit: &str,
+    bars: &[(String, Option<f64>, &str)],
+    lines: &[(String, f64)],
+    digits: usize,
+) {
+    let (w, h, top) = (420.0, 300.0, 70.0);
+    let max = bars
+        .iter()
+        .filter_map(|b| b.1)
+        .chain(lines.iter().map(|l| l.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let base = top + h;
+    let y = |v: f64| base - v / max * h;
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" font-size="15" font-weight="bold">{}</text>"#,
+        x0,
+        top - 30.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{x0}" y1="{base}" x2="{}" y2="{base}" stroke="#333"/>"##,
+        x0 + w
+    );
+    let slot = w / bars.len().max(1) as f64;
+    for (i, (label, value, color)) in bars.iter().enumerate() {
+        let bx = x0 + i as f64 * slot + slot * 0.15;
+        let bw = slot * 0.7;
+        if let Some(v) = value {
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{bx:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{color}"/>"#,
+                y(*v),
+                base - y(*v)
+            );
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{v:.digits$}</text>"#,
+                bx + bw / 2.0,
+                y(*v) - 4.0
+            );
+        }
+        for (k, part) in label.split('\n').enumerate() {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+                bx + bw / 2.0,
+                base + 15.0 + 13.0 * k as f64,
+                esc(part)
+            );
+        }
+    }
+    for (label, v) in lines {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x0}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="5,4"/>"##,
+            y(*v),
+            x0 + w,
+            y(*v)
+        );
+        let _ = writeln!(
+            svg,
+            r##"<text x="{}" y="{:.1}" font-size="10" fill="#c0392b" text-anchor="end" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"##,
+            x0 + w,
+            y(*v) - 3.0,
+            esc(label)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{x0}" y="{}" font-size="11">{}</text>"#,
+        top - 12.0,
+        esc(unit)
+    );
+}
+
+/// "consume\n50 MiB fetches" from a consume phase's label.
+fn consume_label(p: &Value) -> String {
+    p["label"].as_str().map_or_else(
+        || "consume".to_string(),
+        |l| l.replacen(", ", "\n", 1).replace(" fetches", "\nfetches"),
+    )
+}
+
+fn svg(doc: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="960" height="470" font-family="sans-serif">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="22" font-size="13">sluice bench: {} x {} B, {} cores, {}; loopback TCP {} MB/s</text>"#,
+        grouped(&doc["messages"]),
+        doc["size"],
+        doc["machine"]["nproc"],
+        esc(doc["date"].as_str().unwrap_or_default()),
+        num(&doc["limits"]["loopback_tcp"]["mb_per_s"], 0)
+    );
+    let phases = &doc["broker_phases"];
+    let find = |name: &str| {
+        phases
+            .as_array()
+            .and_then(|p| p.iter().find(|x| x["phase"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let ceiling = doc["null_sink"]["mb_per_s"].as_f64();
+    let bars = vec![
+        ("null sink\n(ceiling)".to_string(), ceiling, "#95a5a6"),
+        (
+            "produce\nacks=1".to_string(),
+            find("produce acks=1")["mb_per_s"].as_f64(),
+            "#2980b9",
+        ),
+        (
+            "produce\nacks=all".to_string(),
+            find("produce acks=all")["mb_per_s"].as_f64(),
+            "#2471a3",
+        ),
+        (
+            consume_label(&find("consume")),
+            find("consume")["mb_per_s"].as_f64(),
+            "#27ae60",
+        ),
+        (
+            consume_label(&find("consume max.partition.fetch.bytes=1048576")),
+            find("consume max.partition.fetch.bytes=1048576")["mb_per_s"].as_f64(),
+            "#1e8449",
+        ),
+        (
+            "disk write\n(dd)".to_string(),
+            doc["limits"]["disk_write"]["mb_per_s"].as_f64(),
+            "#7f8c8d",
+        ),
+    ];
+    let mut lines = Vec::new();
+    if let Some(c) = ceiling {
+        lines.push(("95% of ceiling".to_string(), c * TARGET_CEILING_FRACTION));
+    }
+    if !phases.is_null() {
+        lines.push(("consume target".to_string(), TARGET_CONSUME_MB_S));
+    }
+    bar_panel(
+        &mut s,
+        30.0,
+        "Throughput",
+        "MB/s (1e6 payload bytes per second)",
+        &bars,
+        &lines,
+        1,
+    );
+    let lat = find("latency");
+    if !lat.is_null() {
+        let bars = vec![
+            (
+                "produce\np50".to_string(),
+                lat["produce_latency"]["p50_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "produce\np99".to_string(),
+                lat["produce_latency"]["p99_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "produce\np99.9".to_string(),
+                lat["produce_latency"]["p999_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "e2e\np50".to_string(),
+                lat["e2e_latency"]["p50_ms"].as_f64(),
+                "#d35400",
+            ),
+            (
+                "e2e\np99".to_string(),
+                lat["e2e_latency"]["p99_ms"].as_f64(),
+                "#d35400",
+            ),
+        ];
+        let lines = vec![
+            ("produce p99 target".to_string(), TARGET_PRODUCE_P99_MS),
+            ("e2e p99 target".to_string(), TARGET_E2E_P99_MS),
+        ];
+        let title = format!(
+            "Latency at a steady {}/s (linger.ms=0, acks=1)",
+            lat["rate_target_msgs_per_s"]
+        );
+        bar_panel(&mut s, 510.0, &title, "milliseconds", &bars, &lines, 2);
+    }
+    // Broker CPU per GB, the third criterion, as a caption under the bars.
+    if !phases.is_null() {
+        let _ = writeln!(
+            s,
+            r#"<text x="20" y="450" font-size="12">broker CPU per GB of payload: produce acks=1 {} s, acks=all {} s (target &lt;= {TARGET_PRODUCE_CPU_S_PER_GB}); consume {} s (target &lt;= {TARGET_CONSUME_CPU_S_PER_GB})</text>"#,
+            num(&find("produce acks=1")["server_cpu_s_per_gb"], 3),
+            num(&find("produce acks=all")["server_cpu_s_per_gb"], 3),
+            num(&find("consume")["server_cpu_s_per_gb"], 3),
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
