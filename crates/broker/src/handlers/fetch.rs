@@ -26,6 +26,14 @@ use crate::topics::Topic;
 /// Fetch v4 is the first with `isolation_level` and v2 record batches only.
 pub const VERSIONS: (i16, i16) = (4, 17);
 
+/// The most one partition contributes to one response (a whole first batch excepted,
+/// KIP-74). Kafka streams a partition's bytes with sendfile; we read them into memory,
+/// and a read of tens of MiB costs a fresh allocation whose pages fault in on every
+/// fetch (measured: 1.2 CPU-s/GB with 50 MiB reads against 0.4 with 1 MiB) and delays
+/// the first byte until all of it is read. Returning less than a client allows is
+/// always within the protocol; the client simply fetches again.
+const MAX_READ_PER_PARTITION: usize = 4 * 1024 * 1024;
+
 /// Which topic a request entry names: by name before v13, by ID from v13.
 struct Wanted {
     name: String,
@@ -133,7 +141,9 @@ fn read_all(
                     // KIP-74: the first partition with data may exceed the limits by
                     // one whole batch so that a large batch can never wedge a consumer.
                     let budget = max_bytes.saturating_sub(total);
-                    let limit = budget.min(usize::try_from(fp.partition_max_bytes).unwrap_or(0));
+                    let limit = budget
+                        .min(usize::try_from(fp.partition_max_bytes).unwrap_or(0))
+                        .min(MAX_READ_PER_PARTITION);
                     read_partition(p, fp, limit, total == 0, read_committed)
                 }
             };
