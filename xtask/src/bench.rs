@@ -29,11 +29,12 @@ use serde_json::{json, Value};
 use crate::util::{cargo, output, run as run_cmd};
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--out DIR]
+usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--repeat K] [--out DIR]
   --messages N   messages per throughput phase (default 1000000; 100000 with --quick)
   --size S       message value size in bytes (default 1024)
+  --repeat K     runs of each throughput phase, the median reported (default 3)
   --null-sink    measure only the producer ceiling against the null sink
-  --quick        smoke run: 100,000 messages, 3 s latency phase, 512 MiB dd
+  --quick        smoke run: 100,000 messages, one run each, 3 s latency phase, 512 MiB dd
   --out DIR      output directory (default target/bench)";
 
 /// Targets from the benchmark issue, checked and printed after a full run.
@@ -49,6 +50,7 @@ struct Opts {
     size: usize,
     null_sink_only: bool,
     quick: bool,
+    repeat: u32,
     out: PathBuf,
 }
 
@@ -57,6 +59,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
     let mut size = 1024;
     let mut null_sink_only = false;
     let mut quick = false;
+    let mut repeat = None;
     let mut out = root.join("target/bench");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -69,6 +72,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
             "--size" => size = value()?.parse().context("--size")?,
             "--null-sink" => null_sink_only = true,
             "--quick" => quick = true,
+            "--repeat" => repeat = Some(value()?.parse().context("--repeat")?),
             // Relative to where the command was started, made absolute because the
             // servers and the driver get paths below it.
             "--out" => out = std::env::current_dir()?.join(value()?),
@@ -81,6 +85,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
     }
     Ok(Opts {
         messages: messages.unwrap_or(if quick { 100_000 } else { 1_000_000 }),
+        repeat: repeat.unwrap_or(if quick { 1 } else { 3 }).max(1),
         size,
         null_sink_only,
         quick,
@@ -96,6 +101,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if !opts.null_sink_only {
         run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;
     }
+    // Taken right after the build, which is what the binaries were built from.
+    let code = code_state(root);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let bin = root.join("target/release");
@@ -161,11 +168,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "date": output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])).map(|s| s.trim().to_string()).unwrap_or_default(),
         "mode": if opts.null_sink_only { "null-sink" } else { "full" },
         "messages": opts.messages,
+        "repeat": opts.repeat,
         "size": opts.size,
         "gb": "1e9 bytes of message payload (values only)",
         "librdkafka_version": driver_meta["librdkafka_version"],
         "machine": machine,
-        "code": code_state(root),
+        "code": code,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "limits": { "disk_write": disk, "loopback_tcp": loopback },
@@ -334,6 +342,7 @@ fn driver(bin: &Path, opts: &Opts, server: &Server, phases: &str, create: bool) 
     .args(["--phases", phases])
     .arg("--json")
     .arg(&json_path);
+    cmd.args(["--repeat", &opts.repeat.to_string()]);
     if opts.quick {
         cmd.args(["--latency-secs", "3"]);
     }
@@ -612,7 +621,7 @@ fn table(doc: &Value) -> String {
     t.push('\n');
     let _ = writeln!(
         t,
-        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>7}",
         "phase",
         "MB/s",
         "msgs/s",
@@ -625,12 +634,13 @@ fn table(doc: &Value) -> String {
         "srv CPU",
         "s/GB",
         "drv CPU",
-        "other"
+        "other",
+        "steal"
     );
     let _ = writeln!(
         t,
-        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
-        "", "", "", "", "ms", "ms", "ms", "ms", "ms", "s", "", "s", "s"
+        "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "", "", "", "", "ms", "ms", "ms", "ms", "ms", "s", "", "s", "s", "s"
     );
     let mut row = |name: &str, p: &Value| {
         if p.is_null() {
@@ -638,7 +648,7 @@ fn table(doc: &Value) -> String {
         }
         let _ = writeln!(
             t,
-            "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+            "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>7}",
             name,
             num(&p["mb_per_s"], 1),
             grouped(if p["msgs_per_s"].is_null() {
@@ -661,6 +671,7 @@ fn table(doc: &Value) -> String {
             },
             num(&p["client_cpu_s"], 2),
             num(&p["other_cpu_s"], 2),
+            num(&p["steal_cpu_s"], 2),
         );
     };
     row("null sink (ceiling)", &doc["null_sink"]);
@@ -678,10 +689,38 @@ fn table(doc: &Value) -> String {
             row(&name, p);
         }
     }
+    // The spread behind each median, so a reader sees how much one run can move.
+    let mut spread = Vec::new();
+    let mut runs_of = |name: &str, p: &Value| {
+        if let Some(runs) = p["runs_mb_per_s"].as_array() {
+            let list: Vec<String> = runs.iter().map(|v| num(v, 0)).collect();
+            spread.push(format!("{name} {}", list.join("/")));
+        }
+    };
+    runs_of("null sink", &doc["null_sink"]);
+    for p in doc["broker_phases"].as_array().into_iter().flatten() {
+        runs_of(
+            p["label"]
+                .as_str()
+                .or(p["phase"].as_str())
+                .unwrap_or_default(),
+            p,
+        );
+    }
+    if !spread.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nthroughput rows are the median of {} runs; MB/s of each run: {}",
+            doc["repeat"],
+            spread.join("; ")
+        );
+    }
     t.push_str(
         "\n(throughput phases: produce latency is enqueue -> delivery report and mostly time in the client's queue;\n \
          srv CPU = server process utime+stime over the phase (steady phase: over its measured seconds);\n \
-         drv = the load driver; other = the rest of the machine's busy CPU in the same interval)\n",
+         drv = the load driver; other = the rest of the machine's busy CPU in the same interval;\n \
+         steal = CPU time the hypervisor gave to other guests while ours wanted it: runs with\n \
+         much other or steal time are disturbed)\n",
     );
     if let Some(targets) = doc["targets"].as_array() {
         t.push_str("\ntargets:\n");
@@ -810,18 +849,29 @@ fn consume_label(p: &Value) -> String {
 
 fn svg(doc: &Value) -> String {
     let mut s = String::new();
+    // Two panels after a full run; the null-sink run has throughput only.
+    let width = if doc["broker_phases"].is_null() {
+        490
+    } else {
+        960
+    };
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="960" height="470" font-family="sans-serif">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="485" font-family="sans-serif">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="20" y="22" font-size="13">sluice bench: {} x {} B, {} cores, {}; loopback TCP {} MB/s</text>"#,
+        r#"<text x="20" y="22" font-size="13">sluice bench: {} x {} B, {} cores, {}</text>"#,
         grouped(&doc["messages"]),
         doc["size"],
         doc["machine"]["nproc"],
         esc(doc["date"].as_str().unwrap_or_default()),
+    );
+    // Loopback is several times every other bar, so it is a caption, not a bar.
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="470" font-size="12">loopback TCP (1 stream): {} MB/s</text>"#,
         num(&doc["limits"]["loopback_tcp"]["mb_per_s"], 0)
     );
     let phases = &doc["broker_phases"];
@@ -861,6 +911,8 @@ fn svg(doc: &Value) -> String {
             "#7f8c8d",
         ),
     ];
+    // Phases that did not run (the null-sink mode) get no empty slot.
+    let bars: Vec<_> = bars.into_iter().filter(|b| b.1.is_some()).collect();
     let mut lines = Vec::new();
     if let Some(c) = ceiling {
         lines.push(("95% of ceiling".to_string(), c * TARGET_CEILING_FRACTION));

@@ -51,6 +51,7 @@ usage: sluice-bench --bootstrap HOST:PORT --json FILE [options]
   --consumer-set K=V    override one consume-phase consumer setting (repeatable)
   --consume-topic T     consume phase reads topic T (default: this run's acks=1 topic),
                         e.g. to profile repeated reads of one topic
+  --repeat K            run each throughput phase K times, report the median (default 1)
   --latency-rate R      messages per second in the latency phase (default 2000)
   --latency-secs T      measured seconds in the latency phase (default 10)";
 
@@ -112,6 +113,7 @@ struct Args {
     json: PathBuf,
     consume_topic: Option<String>,
     consumer_overrides: Vec<(String, String)>,
+    repeat: u32,
 }
 
 fn parse_args() -> Result<Args> {
@@ -132,6 +134,7 @@ fn parse_args() -> Result<Args> {
         json: PathBuf::new(),
         consume_topic: None,
         consumer_overrides: Vec::new(),
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -150,6 +153,7 @@ fn parse_args() -> Result<Args> {
             "--latency-secs" => a.latency_secs = value()?.parse().context("--latency-secs")?,
             "--json" => a.json = PathBuf::from(value()?),
             "--consume-topic" => a.consume_topic = Some(value()?),
+            "--repeat" => a.repeat = value()?.parse().context("--repeat")?,
             "--consumer-set" => {
                 let kv = value()?;
                 let (k, v) = kv
@@ -170,8 +174,8 @@ fn parse_args() -> Result<Args> {
     if a.size < 9 {
         bail!("--size must be at least 9 (the latency phase carries a timestamp and a flag)");
     }
-    if a.messages == 0 || a.latency_rate == 0 {
-        bail!("--messages and --latency-rate must be positive");
+    if a.messages == 0 || a.latency_rate == 0 || a.repeat == 0 {
+        bail!("--messages, --latency-rate and --repeat must be positive");
     }
     Ok(a)
 }
@@ -181,34 +185,44 @@ fn main() -> Result<()> {
     let clk_tck = clock_ticks();
     let run_id = std::process::id();
     let mut phases = Vec::new();
-    let acks1_topic = format!("bench-acks1-{run_id}");
+    // Every repetition of a produce phase writes its own fresh topic; the consume
+    // phases read the first acks=1 topic.
+    let acks1_topic = |i: u32| format!("bench-acks1-{run_id}-{i}");
+    let consume_topic = args.consume_topic.clone().unwrap_or_else(|| acks1_topic(0));
     for phase in &args.phases {
-        eprintln!("sluice-bench: phase {phase}");
-        let result = match phase.as_str() {
-            "produce-acks1" => produce_phase(&args, clk_tck, &acks1_topic, "1")?,
-            "produce-acksall" => {
-                produce_phase(&args, clk_tck, &format!("bench-acksall-{run_id}"), "all")?
-            }
-            "consume" => consume_phase(
-                &args,
-                clk_tck,
-                args.consume_topic.as_deref().unwrap_or(&acks1_topic),
-                None,
-            )?,
-            // The same read with librdkafka's default partition fetch size, so a
-            // broker that is slow only on large fetch responses shows as a gap
-            // between the two rows.
-            "consume-1mib" => consume_phase(
-                &args,
-                clk_tck,
-                args.consume_topic.as_deref().unwrap_or(&acks1_topic),
-                Some(("max.partition.fetch.bytes", "1048576")),
-            )?,
-            "latency" => latency_phase(&args, clk_tck, &format!("bench-latency-{run_id}"))?,
-            other => bail!("unknown phase {other}"),
-        };
-        eprintln!("sluice-bench: {result}");
-        phases.push(result);
+        // One throughput phase takes about two seconds on this kind of machine, so
+        // a single run is at the mercy of whatever else the two cores do; the
+        // median of a few is the figure reported. The steady-rate phase runs once:
+        // its percentiles already come from 20,000 samples.
+        let repeat = if phase == "latency" { 1 } else { args.repeat };
+        let mut runs = Vec::new();
+        for i in 0..repeat {
+            eprintln!("sluice-bench: phase {phase} (run {} of {repeat})", i + 1);
+            let result = match phase.as_str() {
+                "produce-acks1" => produce_phase(&args, clk_tck, &acks1_topic(i), "1")?,
+                "produce-acksall" => produce_phase(
+                    &args,
+                    clk_tck,
+                    &format!("bench-acksall-{run_id}-{i}"),
+                    "all",
+                )?,
+                "consume" => consume_phase(&args, clk_tck, &consume_topic, None)?,
+                // The same read with librdkafka's default partition fetch size, so a
+                // broker that is slow only on large fetch responses shows as a gap
+                // between the two rows.
+                "consume-1mib" => consume_phase(
+                    &args,
+                    clk_tck,
+                    &consume_topic,
+                    Some(("max.partition.fetch.bytes", "1048576")),
+                )?,
+                "latency" => latency_phase(&args, clk_tck, &format!("bench-latency-{run_id}"))?,
+                other => bail!("unknown phase {other}"),
+            };
+            eprintln!("sluice-bench: {result}");
+            runs.push(result);
+        }
+        phases.push(median_run(runs));
     }
     let doc = json!({
         "bootstrap": args.bootstrap,
@@ -241,6 +255,31 @@ fn consumer_settings(args: &Args) -> Vec<(String, String)> {
         out.push((k.clone(), v.clone()));
     }
     out
+}
+
+/// The run with the median MB/s (the lower middle one for an even count), carrying
+/// every run's MB/s and server CPU per GB so the spread stays visible.
+fn median_run(mut runs: Vec<Value>) -> Value {
+    if runs.len() == 1 {
+        return runs.pop().unwrap_or(Value::Null);
+    }
+    let mb = |v: &Value| v["mb_per_s"].as_f64().unwrap_or(0.0);
+    let all_mb: Vec<Value> = runs.iter().map(|r| r["mb_per_s"].clone()).collect();
+    let all_cpu: Vec<Value> = runs
+        .iter()
+        .map(|r| r["server_cpu_s_per_gb"].clone())
+        .collect();
+    let all_other: Vec<Value> = runs.iter().map(|r| r["other_cpu_s"].clone()).collect();
+    let all_steal: Vec<Value> = runs.iter().map(|r| r["steal_cpu_s"].clone()).collect();
+    runs.sort_by(|a, b| mb(a).total_cmp(&mb(b)));
+    let n = runs.len();
+    let mut median = runs.swap_remove((n - 1) / 2);
+    median["runs"] = json!(n);
+    median["runs_mb_per_s"] = Value::Array(all_mb);
+    median["runs_server_cpu_s_per_gb"] = Value::Array(all_cpu);
+    median["runs_other_cpu_s"] = Value::Array(all_other);
+    median["runs_steal_cpu_s"] = Value::Array(all_steal);
+    median
 }
 
 fn settings_json(settings: &[(&str, &str)]) -> Value {
@@ -310,10 +349,12 @@ fn usage(pid: &str, clk_tck: u64) -> Result<Usage> {
     })
 }
 
-/// Busy CPU seconds of the whole machine (all cores) from /proc/stat: everything
-/// but idle and iowait. Compared with the server's and this process's own time it
-/// shows how much else was running during a phase on this shared machine.
-fn machine_busy_seconds(clk_tck: u64) -> Result<f64> {
+/// CPU seconds of the whole machine (all cores) from /proc/stat: busy (everything
+/// but idle, iowait and steal) and steal (time the hypervisor ran something else
+/// while our virtual CPUs wanted to run). Compared with the server's and this
+/// process's own time, busy shows how much else ran on this shared machine; steal
+/// shows contention outside it, which no process here can see but every figure feels.
+fn machine_seconds(clk_tck: u64) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let ticks: Vec<u64> = line
@@ -321,10 +362,10 @@ fn machine_busy_seconds(clk_tck: u64) -> Result<f64> {
         .skip(1)
         .filter_map(|f| f.parse().ok())
         .collect();
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    Ok(total.saturating_sub(idle) as f64 / clk_tck as f64)
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    Ok((busy as f64 / clk_tck as f64, at(7) as f64 / clk_tck as f64))
 }
 
 /// CPU seconds of the server, of this process and of the machine over one phase.
@@ -333,7 +374,7 @@ struct CpuMeter {
     clk_tck: u64,
     server0: Usage,
     client0: f64,
-    machine0: f64,
+    machine0: (f64, f64),
 }
 
 impl CpuMeter {
@@ -348,7 +389,7 @@ impl CpuMeter {
         };
         Ok(CpuMeter {
             client0: usage("self", clk_tck)?.cpu_s,
-            machine0: machine_busy_seconds(clk_tck)?,
+            machine0: machine_seconds(clk_tck)?,
             pid,
             clk_tck,
             server0,
@@ -359,12 +400,15 @@ impl CpuMeter {
     /// `seconds`.
     fn finish(&self, bytes: u64, seconds: f64) -> Result<Value> {
         let client = usage("self", self.clk_tck)?.cpu_s - self.client0;
-        let machine = machine_busy_seconds(self.clk_tck)? - self.machine0;
+        let (busy, steal) = machine_seconds(self.clk_tck)?;
+        let machine = busy - self.machine0.0;
+        let steal = steal - self.machine0.1;
         let gb = bytes as f64 / 1e9;
         let mut v = json!({
             "client_cpu_s": round(client, 3),
             "client_cpu_s_per_gb": if gb > 0.0 { Value::from(round(client / gb, 3)) } else { Value::Null },
             "machine_busy_cpu_s": round(machine, 3),
+            "steal_cpu_s": round(steal, 3),
             "other_cpu_s": round((machine - client).max(0.0), 3),
         });
         if let Some(pid) = &self.pid {
