@@ -62,9 +62,17 @@ impl Partition {
         let info = self
             .log
             .append_as_leader(batches, self.leader_epoch, now_ms)?;
-        let leo = self.log.log_end_offset();
-        self.log.set_high_watermark(leo);
-        self.hw.send_replace(leo);
+        // Two connections appending to one partition can get here in either order; the
+        // watermark only moves forward, or acknowledged records would hide from
+        // consumers until the next append.
+        let hw = self.log.advance_high_watermark(info.log_end_offset);
+        self.hw.send_if_modified(|current| {
+            let advanced = hw > *current;
+            if advanced {
+                *current = hw;
+            }
+            advanced
+        });
         Ok(info)
     }
 

@@ -32,12 +32,15 @@ impl BatchInfo {
         }
     }
 
+    // Saturating: a base offset near i64::MAX (outside the CRC, so a flipped bit can
+    // put it there) must not overflow.
     pub(crate) fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub(crate) fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     /// Offset we record for the batch's largest timestamp without decoding records. With

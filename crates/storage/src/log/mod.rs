@@ -194,6 +194,18 @@ impl PartitionLog {
         hw
     }
 
+    /// Moves the high watermark forward to `high_watermark` (clamped to the log end),
+    /// never back: concurrent appenders may report their end offsets out of order.
+    /// Returns the value now stored.
+    pub fn advance_high_watermark(&self, high_watermark: i64) -> i64 {
+        let _inner = locks::lock(&self.inner);
+        let hw = high_watermark
+            .min(self.log_end_offset())
+            .max(self.high_watermark.load(Ordering::Acquire));
+        self.high_watermark.store(hw, Ordering::Release);
+        hw
+    }
+
     /// Every offset below this is known to be on disk (fsynced).
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point.load(Ordering::Acquire)

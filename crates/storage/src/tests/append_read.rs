@@ -361,3 +361,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn advance_high_watermark_never_moves_back_nor_past_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config(700));
+    for _ in 0..4 {
+        append(&log, 3, 1_000, 50); // offsets 0..12
+    }
+    // Two appenders reporting out of order: 12 first, then a stale 6.
+    assert_eq!(log.advance_high_watermark(12), 12);
+    assert_eq!(log.advance_high_watermark(6), 12);
+    assert_eq!(log.high_watermark(), 12);
+    // Never beyond what the log holds.
+    assert_eq!(log.advance_high_watermark(100), 12);
+}
