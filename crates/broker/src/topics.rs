@@ -193,17 +193,8 @@ impl Topics {
         now_ms: i64,
     ) -> Result<Arc<Topic>, AdminError> {
         validate_topic_name(name)?;
-        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
-            return Err(AdminError::new(
-                ErrorCode::InvalidPartitions,
-                format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
-            ));
-        }
-        for (k, v) in &overrides {
-            validate_topic_config(k, v)
-                .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        }
         let _guard = self.admin.lock();
+        // As Kafka: an existing topic is reported before anything else is checked.
         {
             let table = self.table.read();
             if table.by_name.contains_key(name) {
@@ -220,7 +211,13 @@ impl Topics {
                 ));
             }
         }
-        let config = self.defaults.effective(&overrides);
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return Err(AdminError::new(
+                ErrorCode::InvalidPartitions,
+                format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
+            ));
+        }
+        let config = self.validated_config(&overrides)?;
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.to_string(),
@@ -237,10 +234,17 @@ impl Topics {
             configs: overrides,
         };
         self.persist_with(Some(&rec), None)?;
-        let topic = Arc::new(
-            open_topic(&self.data_dir, &self.defaults, rec, now_ms)
-                .map_err(|e| AdminError::new(ErrorCode::KafkaStorageError, e.to_string()))?,
-        );
+        let topic = match open_topic(&self.data_dir, &self.defaults, rec, now_ms) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                // Take the record back so a restart does not trip over a topic whose
+                // partitions could not be opened.
+                if let Err(undo) = self.persist_with(None, Some(name)) {
+                    warn!(topic = %name, error = %undo.message, "could not undo a failed topic creation");
+                }
+                return Err(AdminError::new(ErrorCode::KafkaStorageError, e.to_string()));
+            }
+        };
         let mut table = self.table.write();
         table.by_id.insert(topic.id, topic.clone());
         table.by_name.insert(topic.name.clone(), topic.clone());
@@ -323,18 +327,25 @@ impl Topics {
         Ok(())
     }
 
-    /// Replaces a topic's config overrides with `overrides` (already validated).
-    pub fn set_overrides(
+    /// Changes a topic's config overrides: `change` maps the current overrides to the
+    /// new set under the admin lock (so concurrent incremental changes never lose one),
+    /// then everything is validated before anything is stored.
+    pub fn update_overrides(
         &self,
         name: &str,
-        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
     ) -> Result<(), AdminError> {
         let _guard = self.admin.lock();
         let topic = self.existing(name)?;
+        let overrides = change(&topic.overrides)?;
+        let config = self.validated_config(&overrides)?;
+        if validate_only {
+            return Ok(());
+        }
         let mut rec = topic.record();
         rec.configs = overrides.clone();
         self.persist_with(Some(&rec), None)?;
-        let config = self.defaults.effective(&overrides);
         for p in &topic.partitions {
             p.apply_config(&config)
                 .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
@@ -347,6 +358,23 @@ impl Topics {
             partitions: topic.partitions.clone(),
         });
         Ok(())
+    }
+
+    /// Checks every override and the storage settings they produce, so that nothing
+    /// stored can later stop a partition from opening.
+    fn validated_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, AdminError> {
+        for (k, v) in overrides {
+            validate_topic_config(k, v)
+                .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        }
+        let config = self.defaults.effective(overrides);
+        crate::partition::log_config(&config)
+            .validate()
+            .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
+        Ok(config)
     }
 
     fn swap(&self, topic: Topic) {
@@ -400,6 +428,12 @@ fn open_topic(
     let mut partitions = Vec::with_capacity(rec.partitions.max(0) as usize);
     for index in 0..rec.partitions {
         let dir = partition_dir(data_dir, &rec.name, index);
+        // A directory left by an earlier topic of the same name (a delete that could
+        // not finish) must never be served as this topic's data.
+        if read_partition_metadata(&dir).is_some_and(|id| id != rec.id.to_string()) {
+            warn!(dir = %dir.display(), "removing a partition directory of an older topic with this name");
+            delete_dir(&dir).map_err(|e| BrokerError::io(&dir, e))?;
+        }
         let p = Partition::open(&dir, index, &config, now_ms)?;
         write_partition_metadata(&dir, &rec.id)?;
         partitions.push(Arc::new(p));

@@ -1,5 +1,5 @@
 //! AlterConfigs (key 33), v0-2: replaces a topic's whole set of overrides (the legacy,
-//! non-incremental semantics). Shared validation for IncrementalAlterConfigs too.
+//! non-incremental semantics). Resource checks shared with IncrementalAlterConfigs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -10,28 +10,9 @@ use sluice_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::broker::Broker;
-use crate::topic_config::validate_topic_config;
 use crate::topics::AdminError;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
-
-/// Checks and (unless `validate_only`) stores `overrides` as a topic's new override set.
-pub fn apply_topic_overrides(
-    broker: &Broker,
-    name: &str,
-    overrides: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<(), AdminError> {
-    broker.topics.existing(name)?;
-    for (k, v) in &overrides {
-        validate_topic_config(k, v)
-            .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-    }
-    if validate_only {
-        return Ok(());
-    }
-    broker.topics.set_overrides(name, overrides)
-}
 
 /// What both AlterConfigs APIs answer for a resource type they cannot change.
 pub fn check_resource(
@@ -103,7 +84,9 @@ pub fn handle(
                             }
                         }
                     }
-                    apply_topic_overrides(broker, &r.resource_name, overrides, req.validate_only)
+                    broker
+                        .topics
+                        .update_overrides(&r.resource_name, req.validate_only, |_| Ok(overrides))
                 });
             result(r.resource_type, r.resource_name, outcome)
         })

@@ -78,6 +78,13 @@ fn create_one(
     t: CreatableTopic,
     validate_only: bool,
 ) -> Result<Created, AdminError> {
+    // As Kafka: an existing topic is reported before the request's other fields.
+    if broker.topics.get(&t.name).is_some() {
+        return Err(AdminError::new(
+            ErrorCode::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
+    }
     let brokers = 1i16; // a single node until the controller quorum exists
     let node = broker.config.node_id;
     if !t.assignments.is_empty() {
@@ -123,8 +130,9 @@ fn create_one(
     let replication_factor = if !t.assignments.is_empty() {
         1
     } else if t.replication_factor == -1 {
-        // DESIGN 4a: defaults are capped at the number of brokers.
-        broker.config.default_replication_factor.min(brokers)
+        // Kafka's rule: the default applies as set, and fails like an explicit value if
+        // the cluster is smaller (only internal topics are capped, DESIGN 4a).
+        broker.config.default_replication_factor
     } else {
         t.replication_factor
     };

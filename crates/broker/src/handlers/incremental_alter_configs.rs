@@ -9,9 +9,9 @@ use sluice_protocol::messages::incremental_alter_configs_request::AlterableConfi
 use sluice_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use sluice_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::alter_configs::{apply_topic_overrides, check_resource, result};
+use super::alter_configs::{check_resource, result};
 use crate::broker::Broker;
-use crate::topic_config::{topic_config_def, ConfigType};
+use crate::topic_config::{topic_config_def, BrokerLogDefaults, ConfigType};
 use crate::topics::AdminError;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
@@ -54,7 +54,6 @@ fn incremental(
     ops: Vec<AlterableConfig>,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    let topic = broker.topics.existing(name)?;
     let mut keys = HashSet::new();
     if let Some(dup) = ops.iter().find(|c| !keys.insert(c.name.clone())) {
         return Err(AdminError::new(
@@ -62,7 +61,21 @@ fn incremental(
             format!("Error due to duplicate config keys: {}", dup.name),
         ));
     }
-    let mut overrides: BTreeMap<String, String> = topic.overrides.clone();
+    let defaults = broker.topics.defaults();
+    broker
+        .topics
+        .update_overrides(name, validate_only, |current| {
+            apply_ops(defaults, current, ops)
+        })
+}
+
+/// The overrides after applying `ops` (KIP-339) to `current`.
+fn apply_ops(
+    defaults: &BrokerLogDefaults,
+    current: &BTreeMap<String, String>,
+    ops: Vec<AlterableConfig>,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let mut overrides = current.clone();
     for c in ops {
         let def = topic_config_def(&c.name).ok_or_else(|| {
             AdminError::new(
@@ -93,15 +106,11 @@ fn incremental(
                         ),
                     ));
                 }
-                let current = overrides.get(&c.name).cloned().unwrap_or_else(|| {
-                    broker
-                        .topics
-                        .defaults()
-                        .resolve(def, &topic.overrides)
-                        .0
-                        .to_string()
-                });
-                let mut items: Vec<String> = current
+                let now = overrides
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_else(|| defaults.resolve(def, current).0.to_string());
+                let mut items: Vec<String> = now
                     .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
@@ -132,5 +141,5 @@ fn incremental(
             }
         }
     }
-    apply_topic_overrides(broker, name, overrides, validate_only)
+    Ok(overrides)
 }
