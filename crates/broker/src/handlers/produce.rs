@@ -13,6 +13,7 @@ use sluice_protocol::records::{
     decode_records, set_log_append_time, verify_crc, BatchIter, RecordBatchBuilder,
     RecordBatchHeader, RecordHeader, RecordsError,
 };
+use sluice_storage::StorageError;
 use tracing::warn;
 
 use crate::broker::{now_ms, Broker};
@@ -44,7 +45,7 @@ pub async fn handle(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
-                    Some((t, p)) => append(t.config.clone(), p, pd.records, version),
+                    Some((t, p)) => append(&t.config, acks, p, pd.records, version),
                 }
             };
             partition_responses.push(match result {
@@ -77,9 +78,7 @@ pub async fn handle(
     }
     if acks == 0 {
         if any_error {
-            return Err(BrokerError::Metadata(
-                "acks=0 produce failed; closing connection".into(),
-            ));
+            return Err(BrokerError::AcksZeroFailure);
         }
         return Ok(None);
     }
@@ -111,7 +110,8 @@ fn corrupt(e: RecordsError) -> Failure {
 }
 
 fn append(
-    config: TopicConfig,
+    config: &TopicConfig,
+    acks: i16,
     partition: &crate::partition::Partition,
     records: Option<Bytes>,
     version: i16,
@@ -119,7 +119,18 @@ fn append(
     let records = records
         .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
-    let header = validate(&config, &records, now, version)?;
+    let header = validate(config, &records, now, version)?;
+    // acks=all needs min.insync.replicas in sync; a single node's ISR is itself.
+    const ISR_SIZE: i64 = 1;
+    if acks == -1 && ISR_SIZE < config.min_insync_replicas {
+        return Err(Failure::new(
+            ErrorCode::NotEnoughReplicas,
+            Some(format!(
+                "The size of the current ISR {ISR_SIZE} is insufficient to satisfy the min.isr requirement of {}",
+                config.min_insync_replicas
+            )),
+        ));
+    }
     let batch = records.slice(..header.total_size());
     let mut batch = match config.compression {
         Some(target) if header.compression().ok() != Some(target) => {
@@ -135,9 +146,22 @@ fn append(
     } else {
         -1
     };
-    let info = partition.append(&mut batch, now).map_err(|e| {
-        warn!(error = %e, "append failed");
-        Failure::new(ErrorCode::KafkaStorageError, Some(e.to_string()))
+    if batch.len() as i64 > config.max_message_bytes {
+        // Only reachable after recompression grew the batch.
+        return Err(Failure::new(
+            ErrorCode::MessageTooLarge,
+            Some("the recompressed batch exceeds max.message.bytes".into()),
+        ));
+    }
+    let info = partition.append(&mut batch, now).map_err(|e| match e {
+        // A batch larger than a whole segment can never be appended: not retriable.
+        StorageError::BatchTooLarge { .. } => {
+            Failure::new(ErrorCode::RecordListTooLarge, Some(e.to_string()))
+        }
+        e => {
+            warn!(error = %e, "append failed");
+            Failure::new(ErrorCode::KafkaStorageError, Some(e.to_string()))
+        }
     })?;
     Ok(Appended {
         base_offset: info.first_offset,
@@ -220,6 +244,20 @@ fn validate(
                     .into(),
             ),
         ));
+    }
+    // As Kafka's LogValidator: a client's batch starts at offset 0 (the broker assigns
+    // offsets) and names a known codec.
+    if header.base_offset != 0 {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            Some(format!(
+                "The baseOffset of the record batch should be 0, but it is {}",
+                header.base_offset
+            )),
+        ));
+    }
+    if let Err(e) = header.compression() {
+        return Err(corrupt(e));
     }
     // As Kafka's ProduceRequest.validateRecords: zstd needs a client that said so (v7+).
     if version < 7 && matches!(header.compression(), Ok(Compression::Zstd)) {
