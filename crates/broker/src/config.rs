@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub max_inflight_requests: usize,
     /// Upper bound on `max_wait_ms` of a parked fetch, whatever a client asks.
     pub fetch_max_wait_cap_ms: u64,
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    pub connections_max_idle_ms: u64,
     /// `fetch.max.bytes`: the most a Fetch response carries, whatever a client asks.
     pub fetch_max_bytes: usize,
     /// `queued.max.request.bytes`: request bytes buffered across all connections.
@@ -61,6 +63,7 @@ impl BrokerConfig {
             max_connections: 10_000,
             max_inflight_requests: 100,
             fetch_max_wait_cap_ms: 30_000,
+            connections_max_idle_ms: 600_000,
             fetch_max_bytes: 57_671_680,
             // Kafka leaves this unbounded (-1); Sluice bounds it so that memory held by
             // requests in progress has a ceiling, generous enough for several 100 MiB frames.

@@ -6,13 +6,14 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::take_frame;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -20,7 +21,21 @@ use crate::router::{self, Response};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for its queued responses to be written.
-const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+const WRITER_DRAIN: Duration = Duration::from_secs(5);
+/// Response bytes a connection may have queued for its writer. Kafka sends one response
+/// at a time per connection; a queue lets pipelined producers overlap, and this bound
+/// keeps a client that pipelines Fetches without reading from holding gigabytes.
+const QUEUED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// A frame that holds part of the broker-wide request budget must arrive within this;
+/// a client that sends a large length prefix and stalls must not pin the budget.
+const FRAME_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A response waiting for the socket, with its share of the queue's byte budget.
+struct Queued {
+    response: Response,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
 /// Most buffers handed to one vectored write. Linux takes up to 1024 (`IOV_MAX`); a
 /// Fetch response has about two segments per partition with large records, and what
 /// does not fit goes in the next call.
@@ -34,7 +49,10 @@ pub async fn serve(
     let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
-    let (tx, rx) = mpsc::channel::<Response>(broker.config.max_inflight_requests.max(1));
+    let (tx, rx) = mpsc::channel::<Queued>(broker.config.max_inflight_requests.max(1));
+    let queue_kib = (QUEUED_RESPONSE_BYTES / 1024) as u32;
+    let queue_budget = Arc::new(Semaphore::new(queue_kib as usize));
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
     let writer = tokio::spawn(write_loop(wr, rx));
     let max_frame = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -42,8 +60,10 @@ pub async fn serve(
     let mut frame_permit: Option<OwnedSemaphorePermit> = None;
     let result = async {
         loop {
+            let mut large_frame = false;
             while let Some(frame) = take_frame(&mut buf, max_frame)? {
                 let _held = frame_permit.take();
+                large_frame |= frame.len() > 4 * READ_CHUNK;
                 // A parked fetch must not hold up shutdown; no handler is cancelled in
                 // the middle of an append because appends never await.
                 let response = tokio::select! {
@@ -51,15 +71,34 @@ pub async fn serve(
                     _ = stop.recv() => return Ok(()),
                 };
                 if let Some(response) = response {
-                    // A client that stops reading fills the queue; shutdown must not
-                    // wait for it.
+                    // Wait for room in the queue's byte budget (a response larger than
+                    // the whole budget waits for an empty queue). A client that stops
+                    // reading fills it; shutdown must not wait for that.
+                    let kib = u32::try_from(response.len().div_ceil(1024))
+                        .unwrap_or(u32::MAX)
+                        .min(queue_kib);
+                    let queued = tokio::select! {
+                        permit = queue_budget.clone().acquire_many_owned(kib) => match permit {
+                            Ok(p) => Queued { response, _budget: Some(p) },
+                            Err(_) => return Ok(()),
+                        },
+                        _ = stop.recv() => return Ok(()),
+                    };
                     tokio::select! {
-                        sent = tx.send(response) => if sent.is_err() {
+                        sent = tx.send(queued) => if sent.is_err() {
                             return Ok(()); // writer gone: the peer closed
                         },
                         _ = stop.recv() => return Ok(()),
                     }
                 }
+            }
+            if large_frame {
+                // The frames split off `buf` shared its allocation, which `reserve`
+                // would take back whole: start over small so an idle connection does
+                // not keep the largest frame it ever sent.
+                let rest = buf.split();
+                buf = BytesMut::with_capacity(READ_CHUNK.max(rest.len()));
+                buf.extend_from_slice(&rest);
             }
             let pending = pending_frame_len(&buf);
             if let (Some(n), None) = (pending, &frame_permit) {
@@ -86,12 +125,23 @@ pub async fn serve(
                     .clamp(READ_CHUNK, 8 * READ_CHUNK)
             });
             buf.reserve(want);
+            // connections.max.idle.ms, and a shorter deadline while part of the shared
+            // request budget is held for this connection's frame.
+            let limit = if frame_permit.is_some() {
+                FRAME_DEADLINE.min(idle)
+            } else {
+                idle
+            };
             tokio::select! {
-                n = rd.read_buf(&mut buf) => {
-                    if n? == 0 {
+                n = tokio::time::timeout(limit, rd.read_buf(&mut buf)) => match n {
+                    Ok(n) => if n? == 0 {
+                        return Ok(());
+                    },
+                    Err(_) => {
+                        tracing::debug!("closing idle connection");
                         return Ok(());
                     }
-                }
+                },
                 _ = stop.recv() => return Ok(()),
             }
         }
@@ -117,14 +167,14 @@ fn pending_frame_len(buf: &BytesMut) -> Option<usize> {
         .map(|n| n + 4)
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Response>) {
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        if write_response(&mut wr, &first).await.is_err() {
+        if write_response(&mut wr, &first.response).await.is_err() {
             return;
         }
         // Drain whatever else is ready without another wakeup per response.
         while let Ok(next) = rx.try_recv() {
-            if write_response(&mut wr, &next).await.is_err() {
+            if write_response(&mut wr, &next.response).await.is_err() {
                 return;
             }
         }

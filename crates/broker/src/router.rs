@@ -33,6 +33,20 @@ pub enum Response {
     Segments(Vec<Bytes>),
 }
 
+impl Response {
+    /// Bytes on the wire, size prefix included.
+    pub fn len(&self) -> usize {
+        match self {
+            Response::Frame(b) => b.len(),
+            Response::Segments(s) => s.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
 pub async fn handle(
     broker: &Arc<Broker>,

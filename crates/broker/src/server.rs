@@ -37,9 +37,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         .await
         .map_err(|e| BrokerError::Address(format!("{}: {e}", config.listen)))?;
     let local_addr = listener.local_addr()?;
-    let broker = Arc::new(tokio::task::block_in_place(|| {
-        Broker::open(config, local_addr.port())
-    })?);
+    // Recovery reads and checks every log: off the async threads, and unlike
+    // block_in_place this works on a current-thread runtime too.
+    let port = local_addr.port();
+    let broker = Arc::new(
+        tokio::task::spawn_blocking(move || Broker::open(config, port))
+            .await
+            .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))??,
+    );
     let (shutdown, _) = broadcast::channel(1);
     let background = broker.spawn_background(shutdown.subscribe());
     info!(

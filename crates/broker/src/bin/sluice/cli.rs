@@ -91,6 +91,13 @@ pub struct Cli {
     /// `max.connections`.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// `connections.max.idle.ms`: close connections idle this long.
+    #[arg(
+        long,
+        env = "SLUICE_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    pub connections_max_idle_ms: u64,
     /// `fetch.max.bytes`: the most one Fetch response carries.
     #[arg(long, env = "SLUICE_FETCH_MAX_BYTES", default_value_t = 57_671_680)]
     pub fetch_max_bytes: usize,
@@ -171,6 +178,7 @@ impl Cli {
         c.max_connections = self.max_connections;
         c.max_inflight_requests = self.max_inflight_requests;
         c.fetch_max_bytes = self.fetch_max_bytes;
+        c.connections_max_idle_ms = self.connections_max_idle_ms;
         c.queued_max_request_bytes = self.queued_max_request_bytes;
         Ok(c)
     }
