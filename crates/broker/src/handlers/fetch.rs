@@ -15,6 +15,7 @@ use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::fetch_request::FetchPartition;
 use sluice_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use sluice_protocol::messages::{FetchRequest, FetchResponse};
+use sluice_protocol::records::BatchIter;
 use sluice_storage::StorageError;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -93,9 +94,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 }
             }
         }
-        let (responses, bytes, errors) =
+        let (responses, bytes, errors, limited) =
             read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+        // Kafka counts the bytes available, not those returned: a read cut short by a
+        // size limit while more is committed also answers at once.
         let done = bytes >= min_bytes
+            || limited
             || errors
             || wait_ms == 0
             || watchers.is_empty()
@@ -109,7 +113,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline passed: answer with whatever is there now.
-            let (responses, _, _) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+            let (responses, ..) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
             return FetchResponse {
                 responses,
                 ..Default::default()
@@ -118,17 +122,19 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     }
 }
 
-/// Reads every requested partition once. Returns the topics, the record bytes and
-/// whether any partition failed (an error answers the fetch at once, as in Kafka).
+/// Reads every requested partition once. Returns the topics, the record bytes, whether
+/// any partition failed (an error answers the fetch at once, as in Kafka), and whether
+/// a size limit left committed data unread.
 fn read_all(
     wanted: &[Wanted],
     topics: &[Option<Arc<Topic>>],
     use_ids: bool,
     read_committed: bool,
     max_bytes: usize,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, usize, bool, bool) {
     let mut total = 0usize;
     let mut errors = false;
+    let mut limited = false;
     let mut out = Vec::with_capacity(wanted.len());
     for (w, topic) in wanted.iter().zip(topics) {
         let mut partitions = Vec::with_capacity(w.partitions.len());
@@ -150,6 +156,7 @@ fn read_all(
             if data.error_code != ErrorCode::None.code() {
                 errors = true;
             }
+            limited |= stopped_short(&data);
             total += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
@@ -163,7 +170,23 @@ fn read_all(
             partitions,
         });
     }
-    (out, total, errors)
+    (out, total, errors, limited)
+}
+
+/// True when the records returned end before the high watermark: a limit, not the end
+/// of committed data, stopped the read (or the budget was spent before this partition).
+fn stopped_short(data: &PartitionData) -> bool {
+    if data.error_code != ErrorCode::None.code() {
+        return false;
+    }
+    let Some(records) = data.records.as_ref() else {
+        return false;
+    };
+    let end = BatchIter::new(records)
+        .filter_map(Result::ok)
+        .last()
+        .map(|(h, _)| h.next_offset());
+    end.is_some_and(|end| end < data.high_watermark)
 }
 
 fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
