@@ -1,0 +1,96 @@
+//! Retention run by the broker's background task (`log.retention.check.interval.ms`),
+//! by size and by time, observed through ListOffsets and Fetch as a client sees it.
+
+use std::time::{Duration, Instant};
+
+use sluice_protocol::compression::Compression;
+use sluice_protocol::error::ErrorCode;
+use sluice_system_tests::raw::RawClient;
+use sluice_system_tests::wire::{self, batch_at, fetch_at, list_offset, now_ms};
+use sluice_system_tests::Sluice;
+
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+/// Produces `n` batches of one ~10 KiB record each, stamped `ts`.
+fn fill(c: &mut RawClient, topic: &str, n: usize, ts: i64) {
+    let value = vec![b'r'; 10 * 1024];
+    for _ in 0..n {
+        let p = wire::produce_v(c, 9, topic, 0, batch_at(Compression::None, &[(ts, &value)]));
+        assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+    }
+}
+
+/// Polls ListOffsets earliest until it passes `at_least` or `limit` passes.
+fn wait_for_log_start(c: &mut RawClient, topic: &str, at_least: i64, limit: Duration) -> i64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let start = list_offset(c, 7, topic, 0, EARLIEST).offset;
+        if start >= at_least || Instant::now() > deadline {
+            return start;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn retention_bytes_deletes_oldest_segments_in_the_background() {
+    let node = Sluice::start(&["--log-retention-check-interval-ms", "100"]);
+    let mut c = RawClient::connect(&node.addr);
+    let created = wire::create_topic(
+        &mut c,
+        "by-size",
+        1,
+        &[("segment.bytes", "1048576"), ("retention.bytes", "1048576")],
+    );
+    assert_eq!(created.error_code, 0);
+    // ~4 MiB in 1 MiB segments: retention keeps at most 1 MiB plus the active segment.
+    fill(&mut c, "by-size", 400, now_ms());
+    let start = wait_for_log_start(&mut c, "by-size", 1, Duration::from_secs(10));
+    assert!(
+        start > 0,
+        "retention.bytes never advanced the log start offset"
+    );
+    // Whole segments only: the log start is a segment boundary, and what remains is
+    // within retention.bytes plus one segment.
+    let end = list_offset(&mut c, 7, "by-size", 0, LATEST).offset;
+    assert_eq!(end, 400);
+    let kept_bytes = (end - start) * (10 * 1024 + 80);
+    assert!(
+        kept_bytes <= 2 * 1048576 + 20 * 1024,
+        "kept {kept_bytes} bytes"
+    );
+    // Below the log start: out of range; at it: data.
+    assert_eq!(
+        fetch_at(&mut c, "by-size", 0, 0).error_code,
+        ErrorCode::OffsetOutOfRange.code()
+    );
+    let at_start = fetch_at(&mut c, "by-size", 0, start);
+    assert_eq!(at_start.error_code, 0);
+    assert_eq!(at_start.log_start_offset, start);
+    assert!(!at_start.records.unwrap_or_default().is_empty());
+}
+
+#[test]
+fn retention_ms_expires_old_records_even_in_the_active_segment() {
+    let node = Sluice::start(&["--log-retention-check-interval-ms", "100"]);
+    let mut c = RawClient::connect(&node.addr);
+    let created = wire::create_topic(&mut c, "by-time", 1, &[("retention.ms", "60000")]);
+    assert_eq!(created.error_code, 0);
+    // Records stamped ten minutes ago are past retention.ms at once.
+    fill(&mut c, "by-time", 20, now_ms() - 600_000);
+    let start = wait_for_log_start(&mut c, "by-time", 20, Duration::from_secs(10));
+    assert_eq!(
+        start, 20,
+        "every expired record is gone, the offsets are not reused"
+    );
+    assert_eq!(list_offset(&mut c, 7, "by-time", 0, LATEST).offset, 20);
+    // New records are kept and continue the offsets.
+    fill(&mut c, "by-time", 1, now_ms());
+    let fresh = fetch_at(&mut c, "by-time", 0, 20);
+    assert_eq!(fresh.error_code, 0);
+    assert_eq!(
+        wire::records(&fresh.records.unwrap_or_default())[0].offset,
+        20
+    );
+}
