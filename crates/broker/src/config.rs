@@ -26,7 +26,7 @@ pub struct BrokerConfig {
     /// `log.retention.check.interval.ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
     /// `log.flush.scheduler.interval.ms`-like cadence of the background flusher that
-    /// enforces `flush.ms` and advances recovery points.
+    /// enforces `flush.ms` (with the default `flush.ms`, rolls advance recovery points).
     pub flush_check_interval_ms: u64,
     /// `socket.request.max.bytes`: larger frames are refused before allocation.
     pub socket_request_max_bytes: usize,

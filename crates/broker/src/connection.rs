@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::frame::take_frame;
+use sluice_protocol::frame::{frame_size, take_frame};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -100,7 +100,9 @@ pub async fn serve(
                 buf = BytesMut::with_capacity(READ_CHUNK.max(rest.len()));
                 buf.extend_from_slice(&rest);
             }
-            let pending = pending_frame_len(&buf);
+            // Total bytes (prefix included) of the frame in progress; its size was
+            // already checked by take_frame.
+            let pending = frame_size(&buf, max_frame)?.map(|n| n + 4);
             if let (Some(n), None) = (pending, &frame_permit) {
                 if n > READ_CHUNK {
                     // queued.max.request.bytes: large frames wait for room in the
@@ -157,14 +159,6 @@ pub async fn serve(
         writer.abort();
     }
     result
-}
-
-/// Total bytes (prefix included) of the frame at the head of `buf`, once its prefix is in.
-fn pending_frame_len(buf: &BytesMut) -> Option<usize> {
-    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    usize::try_from(i32::from_be_bytes(prefix))
-        .ok()
-        .map(|n| n + 4)
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {

@@ -1,5 +1,6 @@
 //! DescribeLogDirs (key 35), v0-4: the data directory with each partition's size.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
@@ -17,13 +18,20 @@ pub fn handle(
     req: DescribeLogDirsRequest,
     _version: i16,
 ) -> DescribeLogDirsResponse {
-    let wanted = req.topics;
+    // Indexed once, so a request naming many topics and partitions costs linear time.
+    let wanted: Option<HashMap<String, HashSet<i32>>> = req.topics.map(|list| {
+        let mut m: HashMap<String, HashSet<i32>> = HashMap::new();
+        for w in list {
+            m.entry(w.topic).or_default().extend(w.partitions);
+        }
+        m
+    });
     let mut topics = Vec::new();
     for t in broker.topics.all() {
-        let filter: Option<&Vec<i32>> = match &wanted {
+        let filter: Option<&HashSet<i32>> = match &wanted {
             None => None,
-            Some(list) => match list.iter().find(|w| w.topic == t.name) {
-                Some(w) => Some(&w.partitions),
+            Some(m) => match m.get(&t.name) {
+                Some(set) => Some(set),
                 None => continue,
             },
         };

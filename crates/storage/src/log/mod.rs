@@ -6,8 +6,9 @@
 //! `Arc` of the current segment list (a brief read lock), load the offsets from atomics,
 //! and read with positional I/O. A writer publishes a segment's new size only after the
 //! bytes are written, and the new log end offset after that, so a reader only sees whole
-//! batches. fsync runs outside `inner` (under its own `flush` lock), so a flush never
-//! stalls appends or reads.
+//! batches. A background flush runs outside `inner` (under its own `flush` lock) and does
+//! not stall appends or reads; the flush of a finished segment on roll, and checkpoint
+//! writes by retention and DeleteRecords, still happen in the caller's thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
