@@ -70,6 +70,25 @@ fn unsupported(header: &ParsedHeader) -> BrokerError {
     }
 }
 
+/// Runs an admin handler on the blocking pool: they create, delete and fsync files
+/// (and partitions by the thousand), which must not stall the async threads that every
+/// other connection shares.
+async fn off_runtime<Req, Resp>(
+    broker: &Arc<Broker>,
+    req: Req,
+    version: i16,
+    handler: fn(&Arc<Broker>, Req, i16) -> Resp,
+) -> Result<Resp, BrokerError>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || handler(&b, req, version))
+        .await
+        .map_err(|e| BrokerError::Metadata(format!("admin task failed: {e}")))
+}
+
 fn decode<M: Decode>(body: &mut Bytes, version: i16) -> Result<M, BrokerError> {
     Ok(M::decode(body, version)?)
 }
@@ -137,17 +156,23 @@ async fn dispatch(
         ApiKey::CreateTopics => respond(
             api,
             &header,
-            &handlers::create_topics::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(b, decode(&mut body, v)?, v, handlers::create_topics::handle).await?,
         ),
         ApiKey::DeleteTopics => respond(
             api,
             &header,
-            &handlers::delete_topics::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(b, decode(&mut body, v)?, v, handlers::delete_topics::handle).await?,
         ),
         ApiKey::CreatePartitions => respond(
             api,
             &header,
-            &handlers::create_partitions::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(
+                b,
+                decode(&mut body, v)?,
+                v,
+                handlers::create_partitions::handle,
+            )
+            .await?,
         ),
         ApiKey::DescribeConfigs => respond(
             api,
@@ -157,12 +182,18 @@ async fn dispatch(
         ApiKey::AlterConfigs => respond(
             api,
             &header,
-            &handlers::alter_configs::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(b, decode(&mut body, v)?, v, handlers::alter_configs::handle).await?,
         ),
         ApiKey::IncrementalAlterConfigs => respond(
             api,
             &header,
-            &handlers::incremental_alter_configs::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(
+                b,
+                decode(&mut body, v)?,
+                v,
+                handlers::incremental_alter_configs::handle,
+            )
+            .await?,
         ),
         ApiKey::DescribeCluster => respond(
             api,
@@ -172,7 +203,13 @@ async fn dispatch(
         ApiKey::DeleteRecords => respond(
             api,
             &header,
-            &handlers::delete_records::handle(b, decode(&mut body, v)?, v),
+            &off_runtime(
+                b,
+                decode(&mut body, v)?,
+                v,
+                handlers::delete_records::handle,
+            )
+            .await?,
         ),
         ApiKey::OffsetForLeaderEpoch => respond(
             api,

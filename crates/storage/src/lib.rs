@@ -1,9 +1,9 @@
 //! Sluice storage: the partition log engine (Kafka's on-disk layout: segments, sparse
 //! offset and time indexes, checkpoints, recovery, retention).
 //!
-//! Synchronous by design: the broker decides where blocking is acceptable (today it
-//! appends and reads on its async threads; rolls and flushes fsync there too, which is
-//! noted as work to move off them). The entry points are
+//! Synchronous by design: the broker decides where blocking is acceptable (it appends
+//! and reads on its async threads, which only touch the page cache; fsyncs run in its
+//! background flusher and admin work on the blocking pool). The entry points are
 //! [`PartitionLog`] (one partition) and [`LogManager`] (the partitions of a data
 //! directory). Record batches are stored exactly as received after offset assignment;
 //! only their v2 headers are interpreted (records only for timestamp lookups).

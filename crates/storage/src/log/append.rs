@@ -190,9 +190,11 @@ impl PartitionLog {
         if due {
             self.flush()?;
         } else if let Some(base) = rolled {
-            // As Kafka does on roll: make the finished segments durable, advancing the
-            // recovery point so that a crash does not rescan them.
-            self.flush_upto(Some(base))?;
+            // As Kafka does on roll: the finished segments are made durable, advancing
+            // the recovery point so a crash does not rescan them, but by the background
+            // flusher (maybe_flush): fsyncing up to a whole segment here would stall
+            // the appending thread.
+            self.pending_roll_flush.fetch_max(base, Ordering::AcqRel);
         }
         Ok(info)
     }

@@ -19,6 +19,10 @@ impl PartitionLog {
     /// Flushes if `flush.ms` has passed since the last flush and there is unflushed data
     /// (for the broker's periodic flusher). Returns whether it flushed.
     pub fn maybe_flush(&self, now_ms: i64) -> Result<bool, StorageError> {
+        let rolled = self.pending_roll_flush.swap(-1, Ordering::AcqRel);
+        if rolled >= 0 {
+            self.flush_upto(Some(rolled))?;
+        }
         {
             let mut inner = locks::lock(&self.inner);
             inner.last_now_ms = inner.last_now_ms.max(now_ms);

@@ -6,9 +6,10 @@
 //! `Arc` of the current segment list (a brief read lock), load the offsets from atomics,
 //! and read with positional I/O. A writer publishes a segment's new size only after the
 //! bytes are written, and the new log end offset after that, so a reader only sees whole
-//! batches. A background flush runs outside `inner` (under its own `flush` lock) and does
-//! not stall appends or reads; the flush of a finished segment on roll, and checkpoint
-//! writes by retention and DeleteRecords, still happen in the caller's thread.
+//! batches. fsync runs outside `inner` (under its own `flush` lock) and does not stall
+//! appends or reads; a roll only marks the finished segments for the next
+//! `maybe_flush`. Checkpoint writes by retention and DeleteRecords still happen in the
+//! caller's thread, under `inner`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -102,6 +103,10 @@ pub struct PartitionLog {
     closed: AtomicBool,
     /// The directory is gone: flushes and checkpoints become no-ops.
     deleted: AtomicBool,
+    /// Base offset of the newest segment rolled since the last flush (-1: none). The
+    /// segments below it are fsynced by the next [`PartitionLog::maybe_flush`], off the
+    /// appending thread (Kafka also flushes rolled segments asynchronously).
+    pending_roll_flush: AtomicI64,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -141,6 +146,7 @@ impl PartitionLog {
             checkpoint_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            pending_roll_flush: AtomicI64::new(-1),
         };
         {
             let mut inner = locks::lock(&log.inner);
