@@ -120,12 +120,10 @@ pub async fn serve(
                     }
                 }
             }
-            // Reserve what the frame in progress still needs (bounded by the frame
-            // limit, already checked by take_frame) so large frames read in few calls.
-            let want = pending.map_or(READ_CHUNK, |n| {
-                n.saturating_sub(buf.len())
-                    .clamp(READ_CHUNK, 8 * READ_CHUNK)
-            });
+            // Reserve all the frame in progress still needs at once (its size was checked
+            // against the frame limit, and a large one holds its share of the request
+            // budget): growing in steps would copy the partial frame at every step.
+            let want = pending.map_or(READ_CHUNK, |n| n.saturating_sub(buf.len()).max(READ_CHUNK));
             buf.reserve(want);
             // connections.max.idle.ms, and a shorter deadline while part of the shared
             // request budget is held for this connection's frame.
