@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -114,21 +113,16 @@ impl TopicStore {
     }
 }
 
-/// Writes `body` to `path` so that a crash leaves either the old or the new content.
+/// Writes `body` to `path` so that a crash leaves either the old or the new content
+/// (storage's temp-file, fsync, rename and directory-fsync sequence).
 pub fn write_atomically(path: &Path, body: &[u8]) -> Result<(), BrokerError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| BrokerError::io(&tmp, e))?;
-    f.write_all(body).map_err(|e| BrokerError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| BrokerError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| BrokerError::io(path, e))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            // A failed directory fsync only weakens durability of the rename; the file
-            // content itself is already synced, so it is not worth failing the change.
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(BrokerError::Metadata(format!(
+            "{}: not a file path",
+            path.display()
+        )));
+    };
+    Ok(sluice_storage::write_atomic(dir, name, body)?)
 }
 
 /// Reads or creates `meta.properties` (cluster id and node id), refusing a data dir that

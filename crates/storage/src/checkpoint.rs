@@ -20,7 +20,7 @@ pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 /// Replaces `dir/name` with `contents` atomically and durably.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StorageError> {
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StorageError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let write = || -> std::io::Result<()> {

@@ -30,6 +30,7 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
+pub use checkpoint::write_atomic;
 pub use config::LogConfig;
 pub use epoch_cache::EpochEntry;
 pub use error::StorageError;
