@@ -83,9 +83,23 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             problems.push(format!("sluice-storage must know nothing of network, Raft or binaries, but depends on {forbidden}"));
         }
     }
+    // The group coordinator is a sans-io state machine: time comes in as arguments,
+    // records go out as values, and the broker does the I/O.
+    for forbidden in RUNTIME_OR_NET
+        .iter()
+        .chain(BINARY_ONLY)
+        .chain(&["sluice-storage"])
+    {
+        if has("sluice-group", forbidden) {
+            problems.push(format!(
+                "sluice-group must stay sans-io, but depends on {forbidden}"
+            ));
+        }
+    }
     for lib in [
         "sluice-protocol",
         "sluice-storage",
+        "sluice-group",
         "sluice-controller",
         "sluice-replication",
     ] {

@@ -38,7 +38,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let spec_dir = spec_dir.unwrap_or_else(|| root.join("../shared/kafka-specs/message"));
 
-    let specs = load_specs(&spec_dir)?;
+    let mut specs = load_specs(&spec_dir)?;
+    // The coordinator-record schemas (keys and values of `__consumer_offsets` and
+    // `__transaction_state`) sit beside the message schemas and are generated the same
+    // way, so the coordinators write records in Kafka's own format.
+    if let Some(records) = spec_dir.parent().map(|p| p.join("coordinator-records")) {
+        if records.is_dir() {
+            specs.extend(load_specs(&records)?);
+        }
+    }
     let count = specs.len();
     let messages = model::build(specs)?;
     let files = emit_all(&messages)?;

@@ -50,6 +50,9 @@ pub struct FieldSpec {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
+    /// Absent on some tagged-only fields (TransactionLogValue), which then exist in
+    /// their `taggedVersions`; `load` fills it in.
+    #[serde(default)]
     pub versions: String,
     pub nullable_versions: Option<String>,
     pub tagged_versions: Option<String>,
@@ -87,7 +90,27 @@ pub fn load(path: &Path) -> Result<MessageSpec> {
     // last value winning; serde_json's map does the same, a derived struct would not.
     let value: serde_json::Value =
         serde_json::from_str(&json).with_context(|| format!("parsing {}", path.display()))?;
-    serde_json::from_value(value).with_context(|| format!("reading {}", path.display()))
+    let mut spec: MessageSpec =
+        serde_json::from_value(value).with_context(|| format!("reading {}", path.display()))?;
+    for field in &mut spec.fields {
+        fill_versions(field);
+    }
+    for cs in &mut spec.common_structs {
+        cs.fields.iter_mut().for_each(fill_versions);
+    }
+    Ok(spec)
+}
+
+/// A field without `versions` exists exactly in its `taggedVersions`.
+fn fill_versions(field: &mut FieldSpec) {
+    if field.versions.is_empty() {
+        if let Some(tagged) = &field.tagged_versions {
+            field.versions = tagged.clone();
+        }
+    }
+    if let Some(children) = &mut field.fields {
+        children.iter_mut().for_each(fill_versions);
+    }
 }
 
 /// Removes `//` line comments (Kafka's JSON dialect) while leaving `//` inside string

@@ -103,6 +103,8 @@ pub mod find_coordinator_request;
 pub mod find_coordinator_response;
 pub mod get_telemetry_subscriptions_request;
 pub mod get_telemetry_subscriptions_response;
+pub mod group_metadata_key;
+pub mod group_metadata_value;
 pub mod heartbeat_request;
 pub mod heartbeat_response;
 pub mod incremental_alter_configs_request;
@@ -131,8 +133,10 @@ pub mod list_transactions_request;
 pub mod list_transactions_response;
 pub mod metadata_request;
 pub mod metadata_response;
+pub mod offset_commit_key;
 pub mod offset_commit_request;
 pub mod offset_commit_response;
+pub mod offset_commit_value;
 pub mod offset_delete_request;
 pub mod offset_delete_response;
 pub mod offset_fetch_request;
@@ -171,6 +175,8 @@ pub mod stop_replica_request;
 pub mod stop_replica_response;
 pub mod sync_group_request;
 pub mod sync_group_response;
+pub mod transaction_log_key;
+pub mod transaction_log_value;
 pub mod txn_offset_commit_request;
 pub mod txn_offset_commit_response;
 pub mod unregister_broker_request;
@@ -290,6 +296,8 @@ pub use find_coordinator_request::FindCoordinatorRequest;
 pub use find_coordinator_response::FindCoordinatorResponse;
 pub use get_telemetry_subscriptions_request::GetTelemetrySubscriptionsRequest;
 pub use get_telemetry_subscriptions_response::GetTelemetrySubscriptionsResponse;
+pub use group_metadata_key::GroupMetadataKey;
+pub use group_metadata_value::GroupMetadataValue;
 pub use heartbeat_request::HeartbeatRequest;
 pub use heartbeat_response::HeartbeatResponse;
 pub use incremental_alter_configs_request::IncrementalAlterConfigsRequest;
@@ -318,8 +326,10 @@ pub use list_transactions_request::ListTransactionsRequest;
 pub use list_transactions_response::ListTransactionsResponse;
 pub use metadata_request::MetadataRequest;
 pub use metadata_response::MetadataResponse;
+pub use offset_commit_key::OffsetCommitKey;
 pub use offset_commit_request::OffsetCommitRequest;
 pub use offset_commit_response::OffsetCommitResponse;
+pub use offset_commit_value::OffsetCommitValue;
 pub use offset_delete_request::OffsetDeleteRequest;
 pub use offset_delete_response::OffsetDeleteResponse;
 pub use offset_fetch_request::OffsetFetchRequest;
@@ -358,6 +368,8 @@ pub use stop_replica_request::StopReplicaRequest;
 pub use stop_replica_response::StopReplicaResponse;
 pub use sync_group_request::SyncGroupRequest;
 pub use sync_group_response::SyncGroupResponse;
+pub use transaction_log_key::TransactionLogKey;
+pub use transaction_log_value::TransactionLogValue;
 pub use txn_offset_commit_request::TxnOffsetCommitRequest;
 pub use txn_offset_commit_response::TxnOffsetCommitResponse;
 pub use unregister_broker_request::UnregisterBrokerRequest;
@@ -1005,6 +1017,18 @@ pub mod testing {
             super::GetTelemetrySubscriptionsResponse::sample,
         );
         visitor.visit(
+            "GroupMetadataKey",
+            super::GroupMetadataKey::MIN_VERSION,
+            super::GroupMetadataKey::MAX_VERSION,
+            super::GroupMetadataKey::sample,
+        );
+        visitor.visit(
+            "GroupMetadataValue",
+            super::GroupMetadataValue::MIN_VERSION,
+            super::GroupMetadataValue::MAX_VERSION,
+            super::GroupMetadataValue::sample,
+        );
+        visitor.visit(
             "HeartbeatRequest",
             super::HeartbeatRequest::MIN_VERSION,
             super::HeartbeatRequest::MAX_VERSION,
@@ -1173,6 +1197,12 @@ pub mod testing {
             super::MetadataResponse::sample,
         );
         visitor.visit(
+            "OffsetCommitKey",
+            super::OffsetCommitKey::MIN_VERSION,
+            super::OffsetCommitKey::MAX_VERSION,
+            super::OffsetCommitKey::sample,
+        );
+        visitor.visit(
             "OffsetCommitRequest",
             super::OffsetCommitRequest::MIN_VERSION,
             super::OffsetCommitRequest::MAX_VERSION,
@@ -1183,6 +1213,12 @@ pub mod testing {
             super::OffsetCommitResponse::MIN_VERSION,
             super::OffsetCommitResponse::MAX_VERSION,
             super::OffsetCommitResponse::sample,
+        );
+        visitor.visit(
+            "OffsetCommitValue",
+            super::OffsetCommitValue::MIN_VERSION,
+            super::OffsetCommitValue::MAX_VERSION,
+            super::OffsetCommitValue::sample,
         );
         visitor.visit(
             "OffsetDeleteRequest",
@@ -1411,6 +1447,18 @@ pub mod testing {
             super::SyncGroupResponse::MIN_VERSION,
             super::SyncGroupResponse::MAX_VERSION,
             super::SyncGroupResponse::sample,
+        );
+        visitor.visit(
+            "TransactionLogKey",
+            super::TransactionLogKey::MIN_VERSION,
+            super::TransactionLogKey::MAX_VERSION,
+            super::TransactionLogKey::sample,
+        );
+        visitor.visit(
+            "TransactionLogValue",
+            super::TransactionLogValue::MIN_VERSION,
+            super::TransactionLogValue::MAX_VERSION,
+            super::TransactionLogValue::sample,
         );
         visitor.visit(
             "TxnOffsetCommitRequest",

@@ -1,0 +1,447 @@
+//! OffsetCommit, OffsetFetch and OffsetDelete: committed offsets, for group members
+//! and for standalone consumers that use a group id without joining (generation -1,
+//! empty member id, as kcat, Flink and Spark do).
+
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use sluice_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use sluice_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use sluice_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
+};
+
+use crate::coordinator::{Coordinator, Effect, Lookup, Out, PendingWrite, Reply};
+use crate::group::{Group, GroupState};
+use crate::records::{self, CommittedOffset};
+use crate::ReplyId;
+
+/// One requested partition's committed offset: (partition, offset, epoch, metadata, error).
+type FetchedPartition = (i32, i64, i32, Option<String>, ErrorCode);
+
+/// Whether a topic partition exists, as the broker's metadata says.
+pub trait PartitionExists {
+    fn exists(&self, topic: &str, partition: i32) -> bool;
+}
+
+impl<F: Fn(&str, i32) -> bool> PartitionExists for F {
+    fn exists(&self, topic: &str, partition: i32) -> bool {
+        self(topic, partition)
+    }
+}
+
+fn commit_response_with(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {
+    OffsetCommitResponse {
+        topics: req
+            .topics
+            .iter()
+            .map(|t| OffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| OffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: code.code(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+impl Coordinator {
+    /// OffsetCommit: answered once the offsets are written (`Reply::Commit`).
+    pub fn offset_commit(
+        &mut self,
+        now: i64,
+        req: OffsetCommitRequest,
+        version: i16,
+        partitions: &dyn PartitionExists,
+        reply: ReplyId,
+    ) -> Vec<Effect> {
+        let mut out = Out::new();
+        let fail = |out: &mut Out, code: ErrorCode| {
+            out.push(Effect::Reply(
+                reply,
+                Reply::Commit(commit_response_with(&req, code)),
+            ));
+        };
+        if req.group_id.is_empty() {
+            fail(&mut out, ErrorCode::InvalidGroupId);
+            return out;
+        }
+        if let Lookup::Error(code) = self.lookup(&req.group_id) {
+            fail(&mut out, code);
+            return out;
+        }
+        if let Err(code) = self.validate_commit(&req, version, now) {
+            fail(&mut out, code);
+            return out;
+        }
+        let max_metadata = self.config.offset_metadata_max_bytes;
+        let mut response = commit_response_with(&req, ErrorCode::None);
+        let mut offsets = Vec::new();
+        let mut records = Vec::new();
+        for (t, rt) in req.topics.iter().zip(response.topics.iter_mut()) {
+            for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
+                let code = if !partitions.exists(&t.name, p.partition_index) {
+                    ErrorCode::UnknownTopicOrPartition
+                } else if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > max_metadata)
+                {
+                    ErrorCode::OffsetMetadataTooLarge
+                } else {
+                    ErrorCode::None
+                };
+                rp.error_code = code.code();
+                if code != ErrorCode::None {
+                    continue;
+                }
+                // v1 carries a commit timestamp per partition (-1: now); v2-4 a
+                // retention time for the whole request, which Kafka turns into an
+                // explicit expire timestamp.
+                let commit_timestamp = if version == 1 && p.commit_timestamp >= 0 {
+                    p.commit_timestamp
+                } else {
+                    now
+                };
+                let expire_timestamp = match version {
+                    1 if p.commit_timestamp >= 0 => {
+                        Some(p.commit_timestamp + self.config.offsets_retention_ms)
+                    }
+                    2..=4 if req.retention_time_ms >= 0 => {
+                        Some(commit_timestamp.saturating_add(req.retention_time_ms))
+                    }
+                    _ => None,
+                };
+                let value = CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.clone().unwrap_or_default(),
+                    commit_timestamp,
+                    expire_timestamp,
+                };
+                match records::offset_record(&req.group_id, &t.name, p.partition_index, &value) {
+                    Ok(rec) => {
+                        records.push(rec);
+                        offsets.push((t.name.clone(), p.partition_index, value));
+                    }
+                    Err(_) => rp.error_code = ErrorCode::OffsetMetadataTooLarge.code(),
+                }
+            }
+        }
+        if records.is_empty() {
+            out.push(Effect::Reply(reply, Reply::Commit(response)));
+            return out;
+        }
+        let partition = self.partition_for(&req.group_id);
+        self.write(
+            partition,
+            records,
+            PendingWrite::Commit {
+                reply,
+                group: req.group_id.clone(),
+                offsets,
+                response,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    /// Who may commit: members of the current generation; anyone to a group nobody
+    /// manages (generation -1, empty member id), creating it as a standalone group.
+    fn validate_commit(
+        &mut self,
+        req: &OffsetCommitRequest,
+        version: i16,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
+        let generation = req.generation_id_or_member_epoch;
+        let Some(g) = self.group_mut(&req.group_id) else {
+            if generation < 0 {
+                self.group_entry(&req.group_id, now);
+                return Ok(());
+            }
+            return Err(if version >= 9 {
+                ErrorCode::GroupIdNotFound
+            } else {
+                ErrorCode::IllegalGeneration
+            });
+        };
+        match g.state {
+            GroupState::Dead => return Err(ErrorCode::CoordinatorNotAvailable),
+            GroupState::Empty if generation < 0 => return Ok(()),
+            _ => {}
+        }
+        if let Some(instance) = &req.group_instance_id {
+            match g.static_members.get(instance) {
+                Some(m) if *m != req.member_id => return Err(ErrorCode::FencedInstanceId),
+                None => return Err(ErrorCode::UnknownMemberId),
+                _ => {}
+            }
+        }
+        if generation < 0 && req.member_id.is_empty() {
+            // The group is managed by the coordinator: only members commit to it.
+            return Err(ErrorCode::UnknownMemberId);
+        }
+        let Some(m) = g.members.get_mut(&req.member_id) else {
+            return Err(ErrorCode::UnknownMemberId);
+        };
+        if generation != g.generation {
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        // A commit from a member is as good as a heartbeat.
+        m.last_heartbeat = now;
+        if g.state == GroupState::CompletingRebalance {
+            return Err(ErrorCode::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    /// OffsetFetch, both shapes: v0-7 one group, v8+ several.
+    pub fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+        let mut resp = OffsetFetchResponse::default();
+        if version >= 8 {
+            for group in req.groups {
+                let topics = group.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name, t.partition_indexes))
+                        .collect()
+                });
+                let (code, fetched) = self.fetch_group(&group.group_id, topics);
+                resp.groups.push(OffsetFetchResponseGroup {
+                    group_id: group.group_id,
+                    error_code: code.code(),
+                    topics: fetched
+                        .into_iter()
+                        .map(|(name, parts)| OffsetFetchResponseTopics {
+                            name,
+                            partitions: parts
+                                .into_iter()
+                                .map(
+                                    |(
+                                        partition_index,
+                                        committed_offset,
+                                        committed_leader_epoch,
+                                        metadata,
+                                        e,
+                                    )| {
+                                        OffsetFetchResponsePartitions {
+                                            partition_index,
+                                            committed_offset,
+                                            committed_leader_epoch,
+                                            metadata,
+                                            error_code: e.code(),
+                                        }
+                                    },
+                                )
+                                .collect(),
+                        })
+                        .collect(),
+                });
+            }
+            return resp;
+        }
+        let requested: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name, t.partition_indexes))
+                .collect()
+        });
+        // v0-1 have no group-level error: a group error is repeated per partition.
+        let partitions_only = version < 2;
+        let (code, fetched) = self.fetch_group(&req.group_id, requested.clone());
+        let fetched = if code != ErrorCode::None && partitions_only {
+            requested
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, parts)| {
+                    (
+                        name,
+                        parts
+                            .into_iter()
+                            .map(|p| (p, -1, -1, Some(String::new()), code))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else {
+            fetched
+        };
+        if !partitions_only {
+            resp.error_code = code.code();
+        }
+        resp.topics = fetched
+            .into_iter()
+            .map(|(name, parts)| OffsetFetchResponseTopic {
+                name,
+                partitions: parts
+                    .into_iter()
+                    .map(
+                        |(
+                            partition_index,
+                            committed_offset,
+                            committed_leader_epoch,
+                            metadata,
+                            e,
+                        )| {
+                            OffsetFetchResponsePartition {
+                                partition_index,
+                                committed_offset,
+                                committed_leader_epoch,
+                                metadata,
+                                error_code: e.code(),
+                            }
+                        },
+                    )
+                    .collect(),
+            })
+            .collect();
+        resp
+    }
+
+    /// One group's committed offsets for the requested partitions (`None`: all of them).
+    /// Partitions without a commit answer offset -1, as Kafka does.
+    fn fetch_group(
+        &self,
+        group_id: &str,
+        requested: Option<Vec<(String, Vec<i32>)>>,
+    ) -> (ErrorCode, Vec<(String, Vec<FetchedPartition>)>) {
+        if let Lookup::Error(code) = self.lookup(group_id) {
+            return (code, Vec::new());
+        }
+        let group = self.group(group_id);
+        let value = |g: Option<&Group>, topic: &str, p: i32| -> FetchedPartition {
+            match g
+                .and_then(|g| g.offsets.get(topic))
+                .and_then(|ps| ps.get(&p))
+            {
+                Some(o) => (
+                    p,
+                    o.offset,
+                    o.leader_epoch,
+                    Some(o.metadata.clone()),
+                    ErrorCode::None,
+                ),
+                None => (p, -1, -1, Some(String::new()), ErrorCode::None),
+            }
+        };
+        let fetched = match requested {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(name, parts)| {
+                    let v = parts.into_iter().map(|p| value(group, &name, p)).collect();
+                    (name, v)
+                })
+                .collect(),
+            None => group
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|(name, parts)| {
+                            (
+                                name.clone(),
+                                parts.keys().map(|p| value(Some(g), name, *p)).collect(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        (ErrorCode::None, fetched)
+    }
+
+    /// OffsetDelete: removes committed offsets of topics the group does not consume.
+    pub fn offset_delete(&mut self, req: OffsetDeleteRequest, reply: ReplyId) -> Vec<Effect> {
+        let mut out = Out::new();
+        let mut response = OffsetDeleteResponse::default();
+        let answer = |out: &mut Out, response: OffsetDeleteResponse| {
+            out.push(Effect::Reply(reply, Reply::OffsetDelete(response)));
+        };
+        if let Lookup::Error(code) = self.lookup(&req.group_id) {
+            response.error_code = code.code();
+            answer(&mut out, response);
+            return out;
+        }
+        let Some(g) = self.group_mut(&req.group_id) else {
+            response.error_code = ErrorCode::GroupIdNotFound.code();
+            answer(&mut out, response);
+            return out;
+        };
+        if g.state == GroupState::Dead {
+            response.error_code = ErrorCode::GroupIdNotFound.code();
+            answer(&mut out, response);
+            return out;
+        }
+        // A group with members keeps the offsets of topics it still reads; an active
+        // group whose subscriptions cannot be read (not a consumer group) is refused
+        // as a whole (NON_EMPTY_GROUP), as Kafka does.
+        let subscribed = if g.state == GroupState::Empty {
+            Default::default()
+        } else {
+            match g.subscribed_topics() {
+                Some(s) => s,
+                None => {
+                    response.error_code = ErrorCode::NonEmptyGroup.code();
+                    answer(&mut out, response);
+                    return out;
+                }
+            }
+        };
+        let mut records = Vec::new();
+        for t in &req.topics {
+            let in_use = subscribed.contains(&t.name);
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let code = if in_use {
+                    ErrorCode::GroupSubscribedToTopic
+                } else {
+                    if let Some(ps) = g.offsets.get_mut(&t.name) {
+                        if ps.remove(&p.partition_index).is_some() {
+                            if let Ok(r) =
+                                records::offset_tombstone(&req.group_id, &t.name, p.partition_index)
+                            {
+                                records.push(r);
+                            }
+                        }
+                        if ps.is_empty() {
+                            g.offsets.remove(&t.name);
+                        }
+                    }
+                    ErrorCode::None
+                };
+                parts.push(OffsetDeleteResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code: code.code(),
+                });
+            }
+            response.topics.push(OffsetDeleteResponseTopic {
+                name: t.name.clone(),
+                partitions: parts,
+            });
+        }
+        if records.is_empty() {
+            answer(&mut out, response);
+            return out;
+        }
+        let partition = self.partition_for(&req.group_id);
+        self.write(
+            partition,
+            records,
+            PendingWrite::OffsetDelete { reply, response },
+            &mut out,
+        );
+        out
+    }
+}
