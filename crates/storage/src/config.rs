@@ -8,7 +8,8 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The topic-level configs the log engine honours. Field names map one to one onto
 /// Kafka's (`segment_bytes` is `segment.bytes`, ...), and so do the types and defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `cleanup.policy` is the pair `delete` / `compact`, as in Kafka's own `LogConfig`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment before it would exceed this size.
     pub segment_bytes: i32,
@@ -26,6 +27,20 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`: fsync once the last flush is this old (default: never).
     pub flush_ms: i64,
+    /// `cleanup.policy` contains `delete`: `retention.ms` and `retention.bytes` delete
+    /// old segments. Without it only the log start offset (DeleteRecords) removes data.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (null value) stays readable.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a segment with a record younger than this is not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the
+    /// dirty ratio; it also caps the age of the active segment (Kafka's `maxSegmentMs`).
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean once dirty bytes / cleanable bytes exceed it.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -39,6 +54,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
+            delete: true,
+            compact: false,
+            delete_retention_ms: DAY_MS,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -47,7 +68,7 @@ impl LogConfig {
     /// Checks the ranges Kafka enforces, except that `segment.bytes` may be as small as
     /// one batch header (Kafka's minimum is 1 MiB; tests want tiny segments).
     pub fn validate(&self) -> Result<(), StorageError> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.segment_bytes >= HEADER_SIZE as i32,
                 "segment.bytes must be at least 61",
@@ -71,10 +92,37 @@ impl LogConfig {
                 "flush.messages must be at least 1",
             ),
             (self.flush_ms >= 0, "flush.ms must not be negative"),
+            (
+                self.delete_retention_ms >= 0,
+                "delete.retention.ms must not be negative",
+            ),
+            (
+                self.min_compaction_lag_ms >= 0,
+                "min.compaction.lag.ms must not be negative",
+            ),
+            (
+                self.max_compaction_lag_ms >= 1,
+                "max.compaction.lag.ms must be at least 1",
+            ),
+            (
+                (0.0..=1.0).contains(&self.min_cleanable_dirty_ratio),
+                "min.cleanable.dirty.ratio must be between 0 and 1",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(StorageError::InvalidConfig((*msg).to_string())),
             None => Ok(()),
+        }
+    }
+
+    /// Age at which the active segment rolls: `segment.ms`, capped by
+    /// `max.compaction.lag.ms` on compacted logs so that no record waits longer than that
+    /// in the (never cleaned) active segment (Kafka's `maxSegmentMs`).
+    pub(crate) fn roll_ms(&self) -> i64 {
+        if self.compact {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
         }
     }
 
@@ -104,7 +152,19 @@ mod tests {
         assert_eq!(c.retention_bytes, -1);
         assert_eq!(c.flush_messages, i64::MAX);
         assert_eq!(c.flush_ms, i64::MAX);
+        assert!(c.delete && !c.compact);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_compaction_lag_ms, 0);
+        assert_eq!(c.max_compaction_lag_ms, i64::MAX);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
         assert!(c.validate().is_ok());
+        assert_eq!(c.roll_ms(), c.segment_ms);
+        let compacted = LogConfig {
+            compact: true,
+            max_compaction_lag_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(compacted.roll_ms(), 1_000);
         assert_eq!(c.max_index_entries(), 1_310_720);
     }
 
@@ -163,6 +223,34 @@ mod tests {
             (
                 LogConfig {
                     segment_index_bytes: 8,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    min_cleanable_dirty_ratio: 1.5,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    min_cleanable_dirty_ratio: 0.0,
+                    ..Default::default()
+                },
+                true,
+            ),
+            (
+                LogConfig {
+                    max_compaction_lag_ms: 0,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    delete_retention_ms: -1,
                     ..Default::default()
                 },
                 false,

@@ -35,6 +35,15 @@ pub(crate) fn segment_file(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
+/// Suffix of the files a compaction writes before swapping them in
+/// (`<base>.log.cleaned`, ...). Leftovers after a crash are deleted on open.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// `<20-digit zero-padded offset>.<ext>.cleaned`: a segment file being rewritten.
+pub(crate) fn cleaned_file(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}{CLEANED_SUFFIX}"))
+}
+
 /// The base offset encoded in a segment file name with extension `ext`, if it is one.
 pub(crate) fn parse_segment_file(name: &str, ext: &str) -> Option<i64> {
     let stem = name.strip_suffix(ext)?.strip_suffix('.')?;

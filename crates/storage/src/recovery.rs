@@ -5,6 +5,11 @@
 //! After a clean shutdown (the marker file exists) only the tail of the last segment, the
 //! bytes after its last index entry, is checked; a segment whose index files look wrong is
 //! recovered in full either way.
+//!
+//! Compaction leftovers: `.cleaned` files are a rewrite that never got swapped in and are
+//! deleted (the original is intact). A crash during the swap itself leaves either the old
+//! or the new `.log` (the rename is the commit point) with its index files missing, which
+//! rebuilds them from that log; see `log/compact.rs`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,7 +21,7 @@ use crate::checkpoint::{
 use crate::config::LogConfig;
 use crate::epoch_cache::LeaderEpochCache;
 use crate::error::{IoContext, StorageError};
-use crate::fileio::{parse_segment_file, sync_dir};
+use crate::fileio::{parse_segment_file, sync_dir, CLEANED_SUFFIX};
 use crate::segment::Segment;
 
 /// Everything `PartitionLog::open` starts from.
@@ -32,7 +37,8 @@ pub(crate) struct Loaded {
 }
 
 /// Lists segment base offsets, deleting leftovers: temp files of interrupted checkpoint
-/// writes and index files whose log is gone (a deletion interrupted half-way).
+/// writes, `.cleaned` files of an interrupted compaction, and index files whose log is
+/// gone (a deletion interrupted half-way).
 fn scan_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut logs = BTreeSet::new();
     let mut indexes = Vec::new();
@@ -46,6 +52,9 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, StorageError> {
         {
             indexes.push((base, entry.path()));
         } else if name.ends_with(TMP_SUFFIX) {
+            remove(&entry.path())?;
+        } else if name.ends_with(CLEANED_SUFFIX) {
+            tracing::info!(path = %entry.path().display(), "removing an interrupted compaction's file");
             remove(&entry.path())?;
         }
     }

@@ -3,7 +3,8 @@
 //! Segments are considered oldest first and only as a prefix: `retention.ms` (the
 //! segment's largest timestamp is older than that), then `retention.bytes` (the log stays
 //! larger than that without the segment), then the log start offset (the whole segment is
-//! below it). A segment is never deleted while any of it is above the high watermark, and
+//! below it). The first two apply only when `cleanup.policy` includes `delete` (a
+//! `compact`-only log keeps every segment; the cleaner shrinks it instead), as in Kafka. A segment is never deleted while any of it is above the high watermark, and
 //! an empty active segment never is; a non-empty active segment can be (the log rolls
 //! first, as Kafka's `deleteSegments` does).
 
@@ -67,14 +68,14 @@ pub(crate) fn plan(
 ) -> Plan {
     let mut done = 0;
     let mut plan = Plan::default();
-    if config.retention_ms >= 0 {
+    if config.delete && config.retention_ms >= 0 {
         let end = take_while(stats, done, bounds, |i, _| {
             now_ms.saturating_sub(stats[i].largest_timestamp) > config.retention_ms
         });
         plan.by_time = end - done;
         done = end;
     }
-    if config.retention_bytes >= 0 {
+    if config.delete && config.retention_bytes >= 0 {
         let total: u64 = stats.iter().skip(done).map(|s| s.size).sum();
         let mut excess = i128::from(total) - i128::from(config.retention_bytes);
         let end = take_while(stats, done, bounds, |i, _| {
@@ -277,6 +278,35 @@ mod tests {
                 "ts={ts:?} hw={hw} lso={lso} ms={ms} bytes={bytes}"
             );
         }
+    }
+
+    #[test]
+    fn compact_only_logs_ignore_time_and_size_retention() {
+        let stats = segs(&[1000, 1000, 1000]);
+        let b = bounds(3, 300, 150);
+        let compact_only = LogConfig {
+            delete: false,
+            compact: true,
+            ..cfg(5000, 0)
+        };
+        // Only the segment wholly below the log start offset goes.
+        assert_eq!(
+            plan(&stats, &b, &compact_only, 10_000),
+            Plan {
+                by_start_offset: 1,
+                ..Default::default()
+            }
+        );
+        // compact,delete: both apply.
+        let both = LogConfig {
+            compact: true,
+            ..compact_only
+        };
+        let both = LogConfig {
+            delete: true,
+            ..both
+        };
+        assert_eq!(plan(&stats, &b, &both, 10_000).by_time, 3);
     }
 
     #[test]

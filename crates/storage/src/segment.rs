@@ -10,14 +10,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::records::{BatchIter, RecordBatchHeader, HEADER_SIZE};
 
 use crate::batches::BatchInfo;
 use crate::error::{IoContext, StorageError};
-use crate::fileio::{read_full_at, segment_file};
+use crate::fileio::{cleaned_file, read_full_at, segment_file};
 use crate::index::{offset_entries_valid, Loaded, OffsetEntry, OffsetIndex};
 use crate::locks;
 use crate::record_scan;
@@ -156,7 +156,27 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates an empty segment, replacing any files of that name.
     pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, StorageError> {
-        let log_path = segment_file(dir, base_offset, "log");
+        Self::create_at(dir, base_offset, now_ms, segment_file)
+    }
+
+    /// Creates the empty `.cleaned` files a compaction fills before swapping them in.
+    /// The result is only written and flushed, then dropped: the swapped-in segment is
+    /// reopened under its final names.
+    pub(crate) fn create_cleaned(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        Self::create_at(dir, base_offset, now_ms, cleaned_file)
+    }
+
+    fn create_at(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        name: fn(&Path, i64, &str) -> PathBuf,
+    ) -> Result<Self, StorageError> {
+        let log_path = name(dir, base_offset, "log");
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,8 +188,8 @@ impl Segment {
             base_offset,
             file,
             size: AtomicU64::new(0),
-            index: OffsetIndex::create(&segment_file(dir, base_offset, "index"))?,
-            time_index: TimeIndex::create(&segment_file(dir, base_offset, "timeindex"))?,
+            index: OffsetIndex::create(&name(dir, base_offset, "index"))?,
+            time_index: TimeIndex::create(&name(dir, base_offset, "timeindex"))?,
             meta: Mutex::new(SegmentMeta::empty(base_offset, now_ms, now_ms)),
             log_path,
         })
@@ -292,6 +312,39 @@ impl Segment {
             }
         }
         meta.last_modified_ms = now_ms;
+        Ok(())
+    }
+
+    /// `len` bytes at `position` (fewer if the file ends first): a compaction's
+    /// sequential reads of a closed segment.
+    pub(crate) fn read_at(&self, position: u64, len: usize) -> Result<Bytes, StorageError> {
+        let mut buf = vec![0u8; len];
+        let n = read_full_at(&self.file, &mut buf, position)
+            .ctx(|| format!("read {}", self.log_path.display()))?;
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
+    }
+
+    /// `maxTimestamp` of the first batch (what `max.compaction.lag.ms` is measured from,
+    /// as Kafka's `getFirstBatchTimestampForSegments`), -1 if none. Segments opened
+    /// without a scan do not know it, so it is read from the file then.
+    pub(crate) fn first_batch_timestamp(&self) -> Result<i64, StorageError> {
+        if let Some(t) = locks::lock(&self.meta).first_batch_timestamp {
+            return Ok(t);
+        }
+        Ok(self
+            .header_at(0, self.size())?
+            .map_or(-1, |h| h.max_timestamp))
+    }
+
+    /// Sets the log file's modification time. A compacted segment keeps the time of its
+    /// original's last append, which is what retention and the tombstone rule measure.
+    pub(crate) fn set_last_modified(&self, ms: i64) -> Result<(), StorageError> {
+        let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        self.file
+            .set_modified(t)
+            .ctx(|| format!("set mtime of {}", self.log_path.display()))?;
+        locks::lock(&self.meta).last_modified_ms = ms;
         Ok(())
     }
 
@@ -599,11 +652,12 @@ impl Segment {
         })
     }
 
-    /// Drops every batch whose last offset is `>= offset`; returns the bytes removed.
-    pub(crate) fn truncate_to(&self, offset: i64) -> Result<u64, StorageError> {
+    /// Drops every batch whose last offset is `>= offset`; returns the bytes removed and
+    /// the base offset of the first batch removed (`None` if none was).
+    pub(crate) fn truncate_to(&self, offset: i64) -> Result<(u64, Option<i64>), StorageError> {
         let end = self.size();
         let Some((pos, header)) = self.locate(offset, end)? else {
-            return Ok(0);
+            return Ok((0, None));
         };
         self.file
             .set_len(pos)
@@ -617,7 +671,7 @@ impl Segment {
             });
         self.time_index.truncate(keep)?;
         self.load_tail(false)?;
-        Ok(end - pos)
+        Ok((end - pos, Some(header.base_offset)))
     }
 
     /// Called when the segment stops being the active one (roll, close): records the

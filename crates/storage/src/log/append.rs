@@ -115,7 +115,7 @@ impl PartitionLog {
         let (index_entries, time_entries) = active.index_entries();
         let reason = if size > 0 && size + total > segment_bytes {
             Some("segment.bytes")
-        } else if size > 0 && time_waited(&meta, max_ts, now_ms) > config.segment_ms {
+        } else if size > 0 && time_waited(&meta, max_ts, now_ms) > config.roll_ms() {
             Some("segment.ms")
         } else if index_entries >= config.max_index_entries()
             || time_entries >= config.max_time_index_entries()

@@ -70,8 +70,7 @@ impl PartitionLog {
         let mut outcome = RetentionOutcome::default();
         let leo = self.log_end_offset();
         let active = Arc::clone(Self::active(&inner)?);
-        if active.size() > 0
-            && time_waited(&active.meta(), now_ms, now_ms) > inner.config.segment_ms
+        if active.size() > 0 && time_waited(&active.meta(), now_ms, now_ms) > inner.config.roll_ms()
         {
             outcome.rolled = self.roll(&mut inner, leo, now_ms)?;
         }
@@ -122,8 +121,8 @@ impl PartitionLog {
     }
 
     /// Drops every batch with an offset `>= offset` (follower truncation). A batch that
-    /// straddles `offset` goes entirely, so the log end offset may end up below `offset`.
-    /// Below the log start offset this is [`Self::truncate_fully_and_start_at`].
+    /// straddles `offset` goes entirely, so the log end offset may end up below `offset`;
+    /// in a compacted gap it stays at `offset`. Below the log start offset this is [`Self::truncate_fully_and_start_at`].
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let mut inner = self.lock_open()?;
         let leo = self.log_end_offset();
@@ -149,15 +148,22 @@ impl PartitionLog {
             seg.delete_files()?;
         }
         let last = Arc::clone(Self::active(&inner)?);
-        let cut = last.truncate_to(offset)?;
+        let (cut, first_cut) = last.truncate_to(offset)?;
         last.load_tail(false)?;
-        let new_end = last.meta().next_offset;
+        // The end of the last surviving batch, or `offset` if the records between the two
+        // were removed by compaction (their offsets were handed out and must not be
+        // reused); a batch straddling `offset` still takes the end down to its base.
+        let new_end = last
+            .meta()
+            .next_offset
+            .max(first_cut.map_or(offset, |b| b.min(offset)));
         self.log_end_offset.store(new_end, Ordering::Release);
         self.lower_to(new_end);
         if inner.epochs.truncate_from_end(new_end) {
             inner.epochs_dirty = true;
             self.write_epoch_checkpoint(&mut inner)?;
         }
+        self.lower_cleaner_checkpoint(&mut inner, new_end)?;
         self.write_offsets_checkpoint()?;
         tracing::debug!(dir = %self.dir.display(), offset, log_end_offset = new_end, removed_segments = removed.len(), cut_bytes = cut, "log truncated");
         Ok(())
@@ -199,6 +205,7 @@ impl PartitionLog {
         inner.epochs = LeaderEpochCache::default();
         inner.epochs_dirty = true;
         self.write_epoch_checkpoint(inner)?;
+        self.lower_cleaner_checkpoint(inner, offset)?;
         self.write_offsets_checkpoint()?;
         tracing::debug!(dir = %self.dir.display(), offset, "log truncated fully");
         Ok(())

@@ -1,5 +1,5 @@
 //! [`PartitionLog`]: one partition's log (appends, reads, offsets, truncation, retention,
-//! flushing, checkpoints), synchronous and safe to share between threads.
+//! compaction, flushing, checkpoints), synchronous and safe to share between threads.
 //!
 //! Locking: one mutex (`inner`) serialises everything that changes the log (appends,
 //! rolls, truncation, retention, DeleteRecords). Readers never take it: they clone an
@@ -9,7 +9,8 @@
 //! batches. fsync runs outside `inner` (under its own `flush` lock) and does not stall
 //! appends or reads; a roll only marks the finished segments for the next
 //! `maybe_flush`. Checkpoint writes by retention and DeleteRecords still happen in the
-//! caller's thread, under `inner`.
+//! caller's thread, under `inner`. Compaction reads and rewrites outside `inner` (one
+//! pass at a time, under `cleaner_lock`) and takes it only to swap a segment in.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 
+use crate::compaction::CleanerCheckpoint;
 use crate::config::LogConfig;
 use crate::epoch_cache::{EpochEntry, LeaderEpochCache};
 use crate::error::StorageError;
@@ -25,9 +27,12 @@ use crate::recovery;
 use crate::segment::Segment;
 
 mod append;
+mod compact;
 mod delete;
 mod durability;
 mod read;
+
+pub use compact::CompactionOutcome;
 
 /// What an append stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +92,8 @@ struct Inner {
     generation: u64,
     /// Segment files were created since the directory was last fsynced.
     dir_dirty: bool,
+    /// The cleaner's progress, as in `cleaner-offset-checkpoint`.
+    cleaner: CleanerCheckpoint,
 }
 
 /// One partition's log. See the module docs for the concurrency model.
@@ -107,6 +114,8 @@ pub struct PartitionLog {
     /// segments below it are fsynced by the next [`PartitionLog::maybe_flush`], off the
     /// appending thread (Kafka also flushes rolled segments asynchronously).
     pending_roll_flush: AtomicI64,
+    /// Held for a whole compaction pass, so passes on one log never overlap.
+    cleaner_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -125,6 +134,7 @@ impl PartitionLog {
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Self, StorageError> {
         config.validate()?;
         let loaded = recovery::load(dir, &config, now_ms)?;
+        let cleaner = compact::read_cleaner_checkpoint(dir)?;
         let log = Self {
             dir: dir.to_path_buf(),
             view: RwLock::new(Arc::new(loaded.segments.clone())),
@@ -141,12 +151,14 @@ impl PartitionLog {
                 last_now_ms: now_ms,
                 generation: 0,
                 dir_dirty: false,
+                cleaner,
             }),
             flush_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             pending_roll_flush: AtomicI64::new(-1),
+            cleaner_lock: Mutex::new(()),
         };
         {
             let mut inner = locks::lock(&log.inner);
