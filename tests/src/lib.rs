@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Path of the `sluice` binary built in the same profile as this test.
 pub fn sluice_bin() -> PathBuf {
@@ -108,6 +108,20 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Polls `done` every 20 ms until it holds, panicking with `what` once `timeout` passed.
+/// Returns how long it took.
+pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
 }
 
 fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {

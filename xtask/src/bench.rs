@@ -30,6 +30,7 @@ use crate::util::{cargo, output, run as run_cmd};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--repeat K] [--out DIR]
+       cargo xtask bench groups [--quick] [--out DIR]   (consumer-group figures, see bench_groups.rs)
   --messages N   messages per throughput phase (default 1000000; 100000 with --quick)
   --size S       message value size in bytes (default 1024)
   --repeat K     runs of each throughput phase, the median reported (default 3)
@@ -94,6 +95,9 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "groups") {
+        return crate::bench_groups::run(root, &args[1..]);
+    }
     let opts = parse(root, args)?;
     let started = Instant::now();
     // One cargo at a time on this machine: the two builds run one after the other.
@@ -209,16 +213,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 // Servers and the driver
 
 /// A server process (broker or null sink) that is killed if the bench fails midway.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     pid: u32,
 }
 
 impl Server {
     /// Starts `program`, copies its stdout and stderr to `log`, and waits for the
     /// line containing `marker` to learn the bound address (`listen=HOST:PORT`).
-    fn start(
+    pub(crate) fn start(
         program: &Path,
         args: &[&str],
         marker: &str,
@@ -261,7 +265,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits up to 30 s for a clean exit.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -359,7 +363,7 @@ fn driver(bin: &Path, opts: &Opts, server: &Server, phases: &str, create: bool) 
 // ---------------------------------------------------------------------------------
 // Machine and its limits
 
-fn machine_info() -> Value {
+pub(crate) fn machine_info() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -384,7 +388,7 @@ fn machine_info() -> Value {
 
 /// Which code was measured: HEAD and the files under crates/ changed since (other
 /// engineers edit the broker while benchmarks run, so HEAD alone may not say it).
-fn code_state(root: &Path) -> Value {
+pub(crate) fn code_state(root: &Path) -> Value {
     let git = |args: &[&str]| {
         output(Command::new("git").current_dir(root).args(args))
             .map(|s| s.trim().to_string())
@@ -397,7 +401,7 @@ fn code_state(root: &Path) -> Value {
     json!({ "head": git(&["rev-parse", "--short", "HEAD"]), "uncommitted_in_crates": dirty })
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -749,14 +753,14 @@ fn table(doc: &Value) -> String {
     t
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
 /// One bar chart panel: bars with value labels, optional dashed target lines.
-fn bar_panel(
+pub(crate) fn bar_panel(
     svg: &mut String,
     x0: f64,
     title: &str,

@@ -4,6 +4,7 @@
 //! to come (ci, tidy, compat, bench, ...) plug in the same way as `codegen`.
 
 mod bench;
+mod bench_groups;
 mod ci;
 mod codegen;
 mod compat;
@@ -35,6 +36,8 @@ commands:
       Python (confluent-kafka, kafka-python) and kcat scenarios against a fresh broker.
   bench [--null-sink] [...]
       Produce/consume throughput and latency with librdkafka; JSON + SVG in target/bench/.
+  bench groups [--quick]
+      Consumer-group settle time and commit throughput/latency; JSON + SVG in target/bench/.
   help
       Print this message.";
 

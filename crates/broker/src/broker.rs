@@ -1,5 +1,5 @@
 //! The node: configuration, identity, topics, and the background work (retention,
-//! flushing) that runs beside request handling.
+//! compaction, flushing) that runs beside request handling.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::groups::GroupService;
 use crate::topic_store::load_or_init_identity;
 use crate::topics::Topics;
 
@@ -33,6 +34,8 @@ pub struct Broker {
     /// across all connections, so many large produce requests cannot exhaust memory.
     pub request_memory: Arc<Semaphore>,
     pub request_memory_kib: u32,
+    /// The group coordinator for the `__consumer_offsets` partitions this node leads.
+    pub groups: GroupService,
 }
 
 impl Broker {
@@ -42,6 +45,8 @@ impl Broker {
             .map_err(|e| BrokerError::io(&config.data_dir, e))?;
         let cluster_id = load_or_init_identity(&config.data_dir, config.node_id)?;
         let topics = Topics::open(&config.data_dir, config.log_defaults.clone(), now_ms())?;
+        let groups = GroupService::new(config.groups.clone());
+        groups.load_existing(&topics);
         let advertise = config
             .advertise
             .clone()
@@ -71,10 +76,12 @@ impl Broker {
             advertised_port: port,
             request_memory: Arc::new(Semaphore::new(request_memory_kib as usize)),
             request_memory_kib,
+            groups,
         })
     }
 
-    /// Retention and the `flush.ms` / recovery-point flusher, until shutdown.
+    /// Retention, the log cleaner and the `flush.ms` / recovery-point flusher, until
+    /// shutdown.
     pub fn spawn_background(
         self: &Arc<Self>,
         mut shutdown: broadcast::Receiver<()>,
@@ -87,6 +94,9 @@ impl Broker {
             let mut flush = tokio::time::interval(Duration::from_millis(
                 broker.config.flush_check_interval_ms.max(1),
             ));
+            let mut cleaner = tokio::time::interval(Duration::from_millis(
+                broker.config.log_cleaner_backoff_ms.max(1),
+            ));
             loop {
                 tokio::select! {
                     _ = retention.tick() => {
@@ -96,6 +106,10 @@ impl Broker {
                     _ = flush.tick() => {
                         let b = broker.clone();
                         let _ = tokio::task::spawn_blocking(move || b.run_time_flush()).await;
+                    }
+                    _ = cleaner.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.run_cleaner()).await;
                     }
                     _ = shutdown.recv() => break,
                 }
@@ -113,6 +127,30 @@ impl Broker {
                 }
             }
             Err(e) => warn!(topic = %topic.name, partition = p.index, error = %e, "retention failed"),
+        });
+    }
+
+    /// One compaction pass over each compacted partition that is due (the storage engine
+    /// decides: dirty ratio, `max.compaction.lag.ms`, expiring tombstones). Partitions
+    /// are cleaned one at a time, as by Kafka's single default cleaner thread.
+    fn run_cleaner(&self) {
+        self.topics.for_each_partition(|topic, p| {
+            if !topic.config.compact() {
+                return;
+            }
+            match p.log.compact(now_ms()) {
+                Ok(outcome) => {
+                    if outcome.segments_rewritten + outcome.segments_deleted > 0 {
+                        debug!(topic = %topic.name, partition = p.index, ?outcome, "log compacted");
+                        p.notify();
+                    }
+                }
+                // The log was closed or deleted while the cleaner ran (shutdown, DeleteTopics).
+                Err(sluice_storage::StorageError::Closed(_)) => {}
+                Err(e) => {
+                    warn!(topic = %topic.name, partition = p.index, error = %e, "compaction failed")
+                }
+            }
         });
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use sluice_group::GroupConfig;
+
 use crate::topic_config::BrokerLogDefaults;
 
 /// Everything a node needs to start. Built by the binary from flags / `SLUICE_*` env vars;
@@ -25,6 +27,8 @@ pub struct BrokerConfig {
     pub log_defaults: BrokerLogDefaults,
     /// `log.retention.check.interval.ms`: how often retention runs.
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks for compacted logs to clean.
+    pub log_cleaner_backoff_ms: u64,
     /// `log.flush.scheduler.interval.ms`-like cadence of the background flusher that
     /// enforces `flush.ms` (with the default `flush.ms`, rolls advance recovery points).
     pub flush_check_interval_ms: u64,
@@ -42,6 +46,10 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     /// `queued.max.request.bytes`: request bytes buffered across all connections.
     pub queued_max_request_bytes: usize,
+    /// The group coordinator's settings (`group.*`, `offsets.*`).
+    pub groups: GroupConfig,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: i64,
 }
 
 impl BrokerConfig {
@@ -58,6 +66,7 @@ impl BrokerConfig {
             auto_create_topics_enable: true,
             log_defaults: BrokerLogDefaults::default(),
             retention_check_interval_ms: 300_000,
+            log_cleaner_backoff_ms: 15_000,
             flush_check_interval_ms: 1_000,
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
@@ -68,6 +77,8 @@ impl BrokerConfig {
             // Kafka leaves this unbounded (-1); Sluice bounds it so that memory held by
             // requests in progress has a ceiling, generous enough for several 100 MiB frames.
             queued_max_request_bytes: 512 * 1024 * 1024,
+            groups: GroupConfig::default(),
+            offsets_topic_segment_bytes: 104_857_600,
         }
     }
 }

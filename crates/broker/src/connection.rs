@@ -46,6 +46,11 @@ pub async fn serve(
     socket: TcpStream,
     mut stop: broadcast::Receiver<()>,
 ) -> Result<(), BrokerError> {
+    // Kafka reports a member's host as `InetAddress.toString` does: "/<ip>".
+    let client_host = socket
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
@@ -67,7 +72,7 @@ pub async fn serve(
                 // A parked fetch must not hold up shutdown; no handler is cancelled in
                 // the middle of an append because appends never await.
                 let response = tokio::select! {
-                    r = router::handle(&broker, frame) => r?,
+                    r = router::handle(&broker, &client_host, frame) => r?,
                     _ = stop.recv() => return Ok(()),
                 };
                 if let Some(response) = response {

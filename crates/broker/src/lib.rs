@@ -2,12 +2,14 @@
 //!
 //! `server` accepts connections, `connection` frames requests, `router` dispatches them
 //! to one module per API under `handlers`, which act on `topics` (the topic table) and
-//! each `partition`'s log from `sluice-storage`.
+//! each `partition`'s log from `sluice-storage`; `groups` runs the group coordinator of
+//! `sluice-group` over the `__consumer_offsets` topic.
 
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod partition;
 pub mod router;

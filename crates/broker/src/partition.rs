@@ -34,6 +34,12 @@ pub fn log_config(cfg: &TopicConfig) -> LogConfig {
     lc.retention_bytes = cfg.retention_bytes;
     lc.flush_messages = cfg.flush_messages;
     lc.flush_ms = cfg.flush_ms;
+    lc.delete = cfg.delete();
+    lc.compact = cfg.compact();
+    lc.delete_retention_ms = cfg.delete_retention_ms;
+    lc.min_compaction_lag_ms = cfg.min_compaction_lag_ms;
+    lc.max_compaction_lag_ms = cfg.max_compaction_lag_ms;
+    lc.min_cleanable_dirty_ratio = cfg.min_cleanable_dirty_ratio;
     lc
 }
 

@@ -19,6 +19,8 @@ use sluice_protocol::frame::{
 };
 use tracing::{debug, Instrument};
 
+use sluice_group::ClientInfo;
+
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::handlers::{self, supported_versions};
@@ -48,8 +50,10 @@ impl Response {
 }
 
 /// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
+/// `client_host` is the peer's address as group members are described ("/127.0.0.1").
 pub async fn handle(
     broker: &Arc<Broker>,
+    client_host: &str,
     mut frame: Bytes,
 ) -> Result<Option<Response>, BrokerError> {
     let header = decode_request_header(&mut frame)?;
@@ -60,7 +64,9 @@ pub async fn handle(
         corr = header.correlation_id,
         client = header.client_id.as_deref().unwrap_or("")
     );
-    dispatch(broker, header, frame).instrument(span).await
+    dispatch(broker, client_host, header, frame)
+        .instrument(span)
+        .await
 }
 
 fn unsupported(header: &ParsedHeader) -> BrokerError {
@@ -109,6 +115,7 @@ fn respond<M: Encode>(
 
 async fn dispatch(
     broker: &Arc<Broker>,
+    client_host: &str,
     header: ParsedHeader,
     mut body: Bytes,
 ) -> Result<Option<Response>, BrokerError> {
@@ -219,8 +226,65 @@ async fn dispatch(
         ApiKey::FindCoordinator => respond(
             api,
             &header,
-            &handlers::find_coordinator::handle(b, decode(&mut body, v)?, v),
+            // The first lookup of a group creates __consumer_offsets: files, so off
+            // the async threads.
+            &off_runtime(
+                b,
+                decode(&mut body, v)?,
+                v,
+                handlers::find_coordinator::handle,
+            )
+            .await?,
         ),
+        ApiKey::JoinGroup => {
+            let client = ClientInfo {
+                client_id: header.client_id.clone().unwrap_or_default(),
+                client_host: client_host.to_string(),
+            };
+            let resp = handlers::join_group::handle(b, decode(&mut body, v)?, v, client).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::SyncGroup => {
+            let resp = handlers::sync_group::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::Heartbeat => respond(
+            api,
+            &header,
+            &handlers::heartbeat::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::LeaveGroup => respond(
+            api,
+            &header,
+            &handlers::leave_group::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::OffsetCommit => {
+            let resp = handlers::offset_commit::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::OffsetFetch => respond(
+            api,
+            &header,
+            &handlers::offset_fetch::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::OffsetDelete => {
+            let resp = handlers::offset_delete::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::DescribeGroups => respond(
+            api,
+            &header,
+            &handlers::describe_groups::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::ListGroups => respond(
+            api,
+            &header,
+            &handlers::list_groups::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DeleteGroups => {
+            let resp = handlers::delete_groups::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
         ApiKey::DescribeLogDirs => respond(
             api,
             &header,

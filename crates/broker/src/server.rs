@@ -12,6 +12,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::error::BrokerError;
+use crate::groups::GroupService;
 
 /// A started node: its bound address and a handle to stop it.
 #[derive(Debug)]
@@ -46,7 +47,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
             .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))??,
     );
     let (shutdown, _) = broadcast::channel(1);
-    let background = broker.spawn_background(shutdown.subscribe());
+    let background = {
+        let logs = broker.spawn_background(shutdown.subscribe());
+        let groups = GroupService::spawn_ticker(broker.clone(), shutdown.subscribe());
+        tokio::spawn(async move {
+            let _ = logs.await;
+            let _ = groups.await;
+        })
+    };
     info!(
         listen = %local_addr,
         advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),

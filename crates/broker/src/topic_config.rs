@@ -53,8 +53,8 @@ pub struct ConfigDef {
 const LONG_MAX: &str = "9223372036854775807";
 
 /// Every topic config Kafka 4.0 accepts, with its default. The ones that only matter to
-/// features not built yet (compaction tuning, preallocation) are accepted and stored so
-/// that tools which set them keep working.
+/// features not built yet (preallocation, jitter, delayed file deletion) are accepted
+/// and stored so that tools which set them keep working.
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef { name: "cleanup.policy", kind: ConfigType::List, broker_key: Some("log.cleanup.policy"), default: "delete", allowed: &["delete", "compact"], min: None, doc: "Retention policy for old segments: delete and/or compact." },
     ConfigDef { name: "compression.type", kind: ConfigType::String, broker_key: Some("compression.type"), default: "producer", allowed: &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"], min: None, doc: "Final compression type; producer keeps the producer's codec." },
@@ -136,6 +136,10 @@ fn validate_value(def: &ConfigDef, value: &str) -> Result<(), ConfigError> {
                     return Err(invalid(&format!("Value must be at least {min}")));
                 }
             }
+            // Kafka's `between(0, 1)`, the one bounded-above config.
+            if def.name == "min.cleanable.dirty.ratio" && n > 1.0 {
+                return Err(invalid("Value must be no more than 1"));
+            }
         }
         ConfigType::String => {
             if !def.allowed.is_empty()
@@ -207,6 +211,17 @@ impl BrokerLogDefaults {
             .unwrap_or(0)
     }
 
+    fn double(&self, name: &str, overrides: &BTreeMap<String, String>) -> f64 {
+        topic_config_def(name)
+            .map(|def| {
+                let (v, _) = self.resolve(def, overrides);
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| def.default.parse().unwrap_or(0.0))
+            })
+            .unwrap_or(0.0)
+    }
+
     fn string(&self, name: &str, overrides: &BTreeMap<String, String>) -> String {
         topic_config_def(name)
             .map(|def| self.resolve(def, overrides).0.trim().to_string())
@@ -233,6 +248,10 @@ impl BrokerLogDefaults {
             flush_messages: self.long("flush.messages", overrides),
             flush_ms: self.long("flush.ms", overrides),
             compression: target_compression(&self.string("compression.type", overrides)),
+            delete_retention_ms: self.long("delete.retention.ms", overrides),
+            min_compaction_lag_ms: self.long("min.compaction.lag.ms", overrides),
+            max_compaction_lag_ms: self.long("max.compaction.lag.ms", overrides),
+            min_cleanable_dirty_ratio: self.double("min.cleanable.dirty.ratio", overrides),
         }
     }
 }
@@ -257,6 +276,29 @@ pub struct TopicConfig {
     /// `compression.type`: `None` keeps the producer's codec ("producer"); otherwise
     /// batches in another codec are recompressed on append, as Kafka does.
     pub compression: Option<Compression>,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+}
+
+impl TopicConfig {
+    fn has_policy(&self, policy: &str) -> bool {
+        self.cleanup_policy
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case(policy))
+    }
+
+    /// `cleanup.policy` includes `compact`: the cleaner keeps the latest record per key,
+    /// and produced records must have a key.
+    pub fn compact(&self) -> bool {
+        self.has_policy("compact")
+    }
+
+    /// `cleanup.policy` includes `delete`: retention by time and size applies.
+    pub fn delete(&self) -> bool {
+        self.has_policy("delete")
+    }
 }
 
 /// Maps Kafka's `compression.type` value to the codec batches must be stored in.
@@ -293,6 +335,11 @@ mod tests {
         check("segment.bytes", "4294967296", false);
         check("cleanup.policy", "compact,delete", true);
         check("cleanup.policy", "shred", false);
+        check("min.cleanable.dirty.ratio", "0.01", true);
+        check("min.cleanable.dirty.ratio", "1", true);
+        check("min.cleanable.dirty.ratio", "1.5", false);
+        check("min.cleanable.dirty.ratio", "-0.1", false);
+        check("max.compaction.lag.ms", "0", false);
         check("message.timestamp.type", "LogAppendTime", true);
         check("message.timestamp.type", "WallTime", false);
         check("preallocate", "yes", false);
@@ -321,5 +368,32 @@ mod tests {
         );
         let def = topic_config_def("segment.ms").unwrap();
         assert_eq!(broker.resolve(def, &overrides).1, ConfigSource::Default);
+    }
+
+    #[test]
+    fn cleanup_policy_and_compaction_settings() {
+        let broker = BrokerLogDefaults::default();
+        let mut overrides = BTreeMap::new();
+        let eff = broker.effective(&overrides);
+        assert!(eff.delete() && !eff.compact());
+        assert_eq!(eff.delete_retention_ms, 86_400_000);
+        assert_eq!(eff.min_compaction_lag_ms, 0);
+        assert_eq!(eff.max_compaction_lag_ms, i64::MAX);
+        assert_eq!(eff.min_cleanable_dirty_ratio, 0.5);
+        for (policy, compact, delete) in [
+            ("compact", true, false),
+            ("delete", false, true),
+            ("compact, delete", true, true),
+            ("Delete,Compact", true, true),
+        ] {
+            overrides.insert("cleanup.policy".into(), policy.into());
+            let eff = broker.effective(&overrides);
+            assert_eq!((eff.compact(), eff.delete()), (compact, delete), "{policy}");
+        }
+        overrides.insert("min.cleanable.dirty.ratio".into(), "0.01".into());
+        overrides.insert("delete.retention.ms".into(), "100".into());
+        let eff = broker.effective(&overrides);
+        assert_eq!(eff.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(eff.delete_retention_ms, 100);
     }
 }

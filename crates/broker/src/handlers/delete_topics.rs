@@ -74,6 +74,20 @@ fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> Deletable
             )
         }
     };
+    // The coordinators' own topics hold every group's (and transaction's) state:
+    // deleting them would orphan it, so they are refused as a Kafka admin tool refuses.
+    if broker
+        .topics
+        .get(&resolved)
+        .is_some_and(|t| t.is_internal())
+    {
+        return fail(
+            Some(resolved),
+            id,
+            ErrorCode::InvalidRequest,
+            "Internal topics (__consumer_offsets, __transaction_state) cannot be deleted.",
+        );
+    }
     match broker.topics.delete(&resolved) {
         Ok(deleted_id) => DeletableTopicResult {
             name: Some(resolved),

@@ -1,9 +1,7 @@
-//! FindCoordinator (key 10), v0-6: which node coordinates a consumer group or
-//! transactional id. A single node coordinates every key itself.
-//!
-//! Served ahead of the group protocol because librdkafka infers broker support for
-//! LZ4 from this API (it falls back to uncompressed batches without it), and because
-//! the answer is already right: this node is where the coordinators run.
+//! FindCoordinator (key 10), v0-6 (batched keys from v4): which node coordinates a
+//! consumer group or transactional id: the leader of the group's `__consumer_offsets`
+//! partition, which this node is for every partition while it runs alone. The first
+//! group lookup creates that topic, as in Kafka.
 
 use std::sync::Arc;
 
@@ -19,6 +17,18 @@ const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
 fn locate(broker: &Broker, key: String, key_type: i8) -> Coordinator {
+    if key_type == KEY_GROUP {
+        if let Err(code) = broker.groups.ensure_offsets_topic(broker) {
+            return Coordinator {
+                key,
+                node_id: -1,
+                host: String::new(),
+                port: -1,
+                error_code: code.code(),
+                error_message: Some(format!("{} is not available", sluice_group::OFFSETS_TOPIC)),
+            };
+        }
+    }
     match key_type {
         KEY_GROUP | KEY_TRANSACTION => Coordinator {
             key,

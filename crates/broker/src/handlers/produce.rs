@@ -1,13 +1,16 @@
 //! Produce (key 0), v3-11: validates each partition's record batch, assigns offsets and
 //! appends it. acks=0 gets no response (and, as in Kafka, a connection close if any
-//! partition failed, since that is the only way such a producer learns of it).
+//! partition failed, since that is the only way such a producer learns of it). On a
+//! compacted topic every record must have a key, which means decoding the records.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use sluice_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use sluice_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_protocol::records::{
     decode_records, set_log_append_time, verify_crc, BatchIter, RecordBatchBuilder,
@@ -45,7 +48,7 @@ pub async fn handle(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
-                    Some((t, p)) => append(&t.config, acks, p, pd.records, version),
+                    Some((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version),
                 }
             };
             partition_responses.push(match result {
@@ -66,6 +69,7 @@ pub async fn handle(
                         log_append_time_ms: -1,
                         log_start_offset: -1,
                         error_message: f.message,
+                        record_errors: f.record_errors,
                         ..Default::default()
                     }
                 }
@@ -97,11 +101,17 @@ struct Appended {
 struct Failure {
     code: ErrorCode,
     message: Option<String>,
+    /// The records at fault, by index in the batch (sent from Produce v8).
+    record_errors: Vec<BatchIndexAndErrorMessage>,
 }
 
 impl Failure {
     fn new(code: ErrorCode, message: Option<String>) -> Self {
-        Self { code, message }
+        Self {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
     }
 }
 
@@ -110,6 +120,7 @@ fn corrupt(e: RecordsError) -> Failure {
 }
 
 fn append(
+    topic: &str,
     config: &TopicConfig,
     acks: i16,
     partition: &crate::partition::Partition,
@@ -120,6 +131,9 @@ fn append(
         .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
     let header = validate(config, &records, now, version)?;
+    if config.compact() {
+        require_keys(topic, partition.index, config, &records)?;
+    }
     // acks=all needs min.insync.replicas in sync; a single node's ISR is itself.
     const ISR_SIZE: i64 = 1;
     if acks == -1 && ISR_SIZE < config.min_insync_replicas {
@@ -170,6 +184,47 @@ fn append(
     })
 }
 
+/// Decompressed bytes one batch may inflate to while its records are decoded: generous
+/// (64 times `max.message.bytes`) but finite, against compression bombs.
+fn decode_limit(max_message_bytes: i64) -> usize {
+    usize::try_from(max_message_bytes.max(1))
+        .unwrap_or(usize::MAX)
+        .saturating_mul(64)
+        .min(1 << 30)
+}
+
+/// Kafka's LogValidator on a compacted topic: a record without a key could never be
+/// compacted, so the whole batch is refused with INVALID_RECORD, naming each keyless
+/// record by its index in the batch.
+fn require_keys(
+    topic: &str,
+    partition: i32,
+    config: &TopicConfig,
+    batch: &Bytes,
+) -> Result<(), Failure> {
+    let records = decode_records(batch, decode_limit(config.max_message_bytes)).map_err(corrupt)?;
+    let message = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+    );
+    let record_errors: Vec<BatchIndexAndErrorMessage> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| BatchIndexAndErrorMessage {
+            batch_index: i32::try_from(i).unwrap_or(i32::MAX),
+            batch_index_error_message: Some(message.clone()),
+        })
+        .collect();
+    if record_errors.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: ErrorCode::InvalidRecord,
+        message: Some(message),
+        record_errors,
+    })
+}
+
 /// Rebuilds a batch in the topic's `compression.type`, keeping every record, offset
 /// delta, timestamp and the producer fields (Kafka's LogValidator does the same when
 /// the target codec differs from the producer's).
@@ -180,11 +235,7 @@ fn recompress(
     max_bytes: i64,
 ) -> Result<BytesMut, Failure> {
     // Decompressed data may be larger than the batch; bound it generously but finitely.
-    let limit = usize::try_from(max_bytes.max(1))
-        .unwrap_or(usize::MAX)
-        .saturating_mul(64)
-        .min(1 << 30);
-    let records = decode_records(batch, limit).map_err(corrupt)?;
+    let records = decode_records(batch, decode_limit(max_bytes)).map_err(corrupt)?;
     let mut builder = RecordBatchBuilder::new()
         .compression(target)
         .timestamp_type(header.timestamp_type())

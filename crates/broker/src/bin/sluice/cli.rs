@@ -7,6 +7,8 @@ use clap::Parser;
 use sluice_broker::topic_config::BrokerLogDefaults;
 use sluice_broker::BrokerConfig;
 
+use crate::group_flags::GroupFlags;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -57,6 +59,9 @@ pub struct Cli {
         default_value_t = 300_000
     )]
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks for logs to compact.
+    #[arg(long, env = "SLUICE_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
     /// `log.segment.bytes`.
     #[arg(long, env = "SLUICE_LOG_SEGMENT_BYTES")]
     pub log_segment_bytes: Option<i64>,
@@ -108,6 +113,8 @@ pub struct Cli {
     /// Responses a connection may have queued before the broker stops reading from it.
     #[arg(long, env = "SLUICE_MAX_INFLIGHT_REQUESTS", default_value_t = 100)]
     pub max_inflight_requests: usize,
+    #[command(flatten)]
+    pub groups: GroupFlags,
 }
 
 impl Cli {
@@ -174,12 +181,14 @@ impl Cli {
         c.auto_create_topics_enable = self.auto_create_topics_enable;
         c.log_defaults = defaults;
         c.retention_check_interval_ms = self.log_retention_check_interval_ms;
+        c.log_cleaner_backoff_ms = self.log_cleaner_backoff_ms;
         c.socket_request_max_bytes = self.socket_request_max_bytes;
         c.max_connections = self.max_connections;
         c.max_inflight_requests = self.max_inflight_requests;
         c.fetch_max_bytes = self.fetch_max_bytes;
         c.connections_max_idle_ms = self.connections_max_idle_ms;
         c.queued_max_request_bytes = self.queued_max_request_bytes;
+        self.groups.apply(&mut c)?;
         Ok(c)
     }
 }

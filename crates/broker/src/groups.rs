@@ -1,0 +1,284 @@
+//! The broker's side of the group coordinator (crate `sluice-group`): it owns the
+//! `__consumer_offsets` topic, carries out the coordinator's effects (appending its
+//! records, answering parked requests), replays the topic when the coordinator takes a
+//! partition over, and drives its timers.
+//!
+//! One mutex guards the coordinator and the table of parked requests. Effects are
+//! carried out under it, so the records of one offsets partition reach the log in the
+//! order the coordinator decided them; an append only touches the page cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sluice_group::{Coordinator, Effect, GroupConfig, KeyValue, Reply, ReplyId, OFFSETS_TOPIC};
+use sluice_protocol::error::ErrorCode;
+use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::broker::{now_ms, Broker};
+use crate::partition::Partition;
+use crate::topics::{Topic, Topics};
+
+/// How often the coordinator's timers (session, rebalance and join deadlines, offset
+/// expiry) are evaluated; the resolution of every group timeout.
+const TICK: Duration = Duration::from_millis(50);
+/// Largest decompressed batch accepted while replaying the offsets topic.
+const LOAD_DECOMPRESS_LIMIT: usize = 256 * 1024 * 1024;
+/// Bytes read per step while replaying.
+const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
+
+struct Inner {
+    coordinator: Coordinator,
+    waiting: HashMap<ReplyId, oneshot::Sender<Reply>>,
+    next_reply: ReplyId,
+}
+
+pub struct GroupService {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for GroupService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupService").finish_non_exhaustive()
+    }
+}
+
+impl GroupService {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                coordinator: Coordinator::new(config),
+                waiting: HashMap::new(),
+                next_reply: 1,
+            }),
+        }
+    }
+
+    /// Takes over every partition of an existing offsets topic (node start).
+    pub fn load_existing(&self, topics: &Topics) {
+        if let Some(topic) = topics.get(OFFSETS_TOPIC) {
+            self.load_topic(&topic);
+        }
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet (on the first group
+    /// lookup, as Kafka does) and serves its partitions. Blocking: creation makes files.
+    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), ErrorCode> {
+        if broker.topics.get(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let mut overrides = BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert(
+            "segment.bytes".to_string(),
+            broker.config.offsets_topic_segment_bytes.to_string(),
+        );
+        overrides.insert("compression.type".to_string(), "producer".to_string());
+        let partitions = broker.config.groups.offsets_partitions;
+        match broker
+            .topics
+            .create(OFFSETS_TOPIC, partitions, overrides, false, now_ms())
+        {
+            Ok(topic) => {
+                info!(partitions, "created {OFFSETS_TOPIC}");
+                self.load_topic(&topic);
+                Ok(())
+            }
+            // Another request created it meanwhile, and loaded it.
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(()),
+            Err(e) => {
+                warn!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
+                Err(ErrorCode::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// The offsets partition of a group (which decides its coordinator).
+    pub fn partition_for(&self, group: &str) -> i32 {
+        self.inner.lock().coordinator.partition_for(group)
+    }
+
+    fn load_topic(&self, topic: &Topic) {
+        for p in &topic.partitions {
+            self.load_partition(p);
+        }
+    }
+
+    /// Replays one offsets partition into the coordinator, up to its high watermark.
+    fn load_partition(&self, p: &Partition) {
+        let now = now_ms();
+        let mut inner = self.inner.lock();
+        inner.coordinator.begin_load(p.index);
+        let (mut records, mut skipped) = (0u64, 0u64);
+        let hw = p.high_watermark();
+        let mut offset = p.log.log_start_offset();
+        while offset < hw {
+            let read = match p.log.read(offset, LOAD_READ_BYTES, hw, true) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(partition = p.index, offset, error = %e, "cannot read {OFFSETS_TOPIC}");
+                    break;
+                }
+            };
+            if read.records.is_empty() {
+                break;
+            }
+            let mut next = offset;
+            for item in BatchIter::new(&read.records) {
+                let Ok((header, pos)) = item else {
+                    break;
+                };
+                next = header.next_offset();
+                if header.is_control() {
+                    continue;
+                }
+                let batch = read.records.slice(pos..pos + header.total_size());
+                let decoded = match decode_records(&batch, LOAD_DECOMPRESS_LIMIT) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(partition = p.index, error = %e, "skipping unreadable batch");
+                        continue;
+                    }
+                };
+                for r in decoded {
+                    let Some(key) = &r.key else {
+                        skipped += 1;
+                        continue;
+                    };
+                    match inner
+                        .coordinator
+                        .load_record(p.index, key, r.value.as_ref(), now)
+                    {
+                        Ok(()) => records += 1,
+                        Err(e) => {
+                            skipped += 1;
+                            debug!(partition = p.index, error = %e, "skipping record");
+                        }
+                    }
+                }
+            }
+            if next <= offset {
+                break;
+            }
+            offset = next;
+        }
+        inner.coordinator.finish_load(p.index, now);
+        if records > 0 || skipped > 0 {
+            info!(
+                partition = p.index,
+                records, skipped, "loaded group coordinator state"
+            );
+        }
+    }
+
+    /// Runs a coordinator call that may answer later (JoinGroup, SyncGroup, writes):
+    /// `None` only if the coordinator dropped the request, which it never does.
+    pub async fn call(
+        &self,
+        topics: &Topics,
+        f: impl FnOnce(&mut Coordinator, ReplyId) -> Vec<Effect>,
+    ) -> Option<Reply> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = self.inner.lock();
+            let id = inner.next_reply;
+            inner.next_reply += 1;
+            inner.waiting.insert(id, tx);
+            let effects = f(&mut inner.coordinator, id);
+            execute(&mut inner, topics, effects);
+        }
+        rx.await.ok()
+    }
+
+    /// Runs a coordinator call that answers at once (and may have effects for others).
+    pub fn with<R>(
+        &self,
+        topics: &Topics,
+        f: impl FnOnce(&mut Coordinator) -> (R, Vec<Effect>),
+    ) -> R {
+        let mut inner = self.inner.lock();
+        let (r, effects) = f(&mut inner.coordinator);
+        execute(&mut inner, topics, effects);
+        r
+    }
+
+    /// Reads coordinator state without effects.
+    pub fn read<R>(&self, f: impl FnOnce(&Coordinator) -> R) -> R {
+        f(&self.inner.lock().coordinator)
+    }
+
+    fn tick(&self, topics: &Topics) {
+        let mut inner = self.inner.lock();
+        let effects = inner.coordinator.tick(now_ms());
+        execute(&mut inner, topics, effects);
+    }
+
+    /// Drives the coordinator's timers until shutdown.
+    pub fn spawn_ticker(
+        broker: Arc<Broker>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => broker.groups.tick(&broker.topics),
+                    _ = shutdown.recv() => break,
+                }
+            }
+        })
+    }
+}
+
+/// Carries out effects, including those that completing a write produces.
+fn execute(inner: &mut Inner, topics: &Topics, effects: Vec<Effect>) {
+    let mut queue = effects;
+    while !queue.is_empty() {
+        let mut next = Vec::new();
+        for effect in queue {
+            match effect {
+                Effect::Reply(id, reply) => {
+                    if let Some(tx) = inner.waiting.remove(&id) {
+                        // The client may have gone; nothing to do then.
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::Write {
+                    id,
+                    partition,
+                    records,
+                } => {
+                    let result = append(topics, partition, &records);
+                    next.extend(inner.coordinator.write_done(id, result, now_ms()));
+                }
+            }
+        }
+        queue = next;
+    }
+}
+
+/// Appends coordinator records to their offsets partition as one batch.
+fn append(topics: &Topics, partition: i32, records: &[KeyValue]) -> Result<(), ErrorCode> {
+    let p = topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|t| t.partition(partition).cloned())
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let now = now_ms();
+    let mut builder = RecordBatchBuilder::new();
+    for r in records {
+        builder
+            .push(now, Some(&r.key), r.value.as_deref(), &[])
+            .map_err(|_| ErrorCode::RecordListTooLarge)?;
+    }
+    let batch = builder.build().map_err(|_| ErrorCode::RecordListTooLarge)?;
+    let mut bytes = batch.to_vec();
+    p.append(&mut bytes, now).map_err(|e| {
+        warn!(partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
+        ErrorCode::KafkaStorageError
+    })?;
+    Ok(())
+}
