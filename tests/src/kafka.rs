@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -182,8 +182,10 @@ async fn delivered(futures: Vec<DeliveryFuture>) -> Vec<(i32, i64)> {
 /// nothing is committed, and short session timeouts so a lost member is noticed within
 /// seconds (the broker must allow them: `--group-min-session-timeout-ms 1000`).
 pub fn group_config(addr: &str, group: &str, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut c = client_config(addr);
-    c.set("group.id", group)
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr)
+        .set("socket.timeout.ms", "10000")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "3000")
@@ -192,6 +194,10 @@ pub fn group_config(addr: &str, group: &str, extra: &[(&str, &str)]) -> ClientCo
         .set("fetch.wait.max.ms", "100");
     for (k, v) in extra {
         c.set(*k, *v);
+        if *k == "debug" {
+            // Otherwise librdkafka's debug lines are filtered before they are logged.
+            c.set_log_level(RDKafkaLogLevel::Debug);
+        }
     }
     c
 }
@@ -282,7 +288,14 @@ impl RecordingContext {
     }
 }
 
-impl ClientContext for RecordingContext {}
+impl ClientContext for RecordingContext {
+    /// librdkafka's own log lines go to stderr, which the test runner shows for a
+    /// failing test; a member configured with `("debug", "cgrp")` traces its group
+    /// protocol there.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        eprintln!("[librdkafka {level:?}] {fac} {message}");
+    }
+}
 
 impl ConsumerContext for RecordingContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

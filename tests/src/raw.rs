@@ -37,6 +37,12 @@ impl RawClient {
         req: &Req,
     ) -> Resp {
         let corr = self.send(api, version, req);
+        self.recv(api, version, corr)
+    }
+
+    /// Reads and decodes the response to a request sent earlier with [`RawClient::send`]
+    /// (responses come back in request order), checking its correlation id.
+    pub fn recv<Resp: Decode>(&mut self, api: ApiKey, version: i16, corr: i32) -> Resp {
         let mut body = self.read_frame().expect("response frame");
         let header_version = api.response_header_version(version);
         let got = i32::from_be_bytes(body[..4].try_into().unwrap());

@@ -6,19 +6,28 @@ use bytes::Bytes;
 use sluice_protocol::api::ApiKey;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::compression::Compression;
+use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use sluice_protocol::messages::create_topics_response::CreatableTopicResult;
 use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use sluice_protocol::messages::fetch_response::PartitionData;
+use sluice_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use sluice_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
 use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use sluice_protocol::messages::produce_response::PartitionProduceResponse;
+use sluice_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use sluice_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, ProduceRequest, ProduceResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
 
@@ -309,4 +318,166 @@ pub fn partition_count(c: &mut RawClient, topic: &str) -> Option<usize> {
     let m = metadata(c, 12, Some(&[topic]), false);
     let t = &m.topics[0];
     (t.error_code == 0).then_some(t.partitions.len())
+}
+
+/// FindCoordinator v3 for a group; returns the error code. The first group lookup is
+/// what creates `__consumer_offsets`, so raw group tests start with it.
+pub fn find_coordinator(c: &mut RawClient, group: &str) -> i16 {
+    let req = FindCoordinatorRequest {
+        key: group.into(),
+        key_type: 0,
+        coordinator_keys: Vec::new(),
+    };
+    let resp: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
+    resp.error_code
+}
+
+/// A consumer-protocol subscription (ConsumerProtocolSubscription v0): the metadata a
+/// consumer sends with each assignor name in JoinGroup.
+pub fn subscription(topics: &[&str]) -> Bytes {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        b.extend_from_slice(t.as_bytes());
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+    Bytes::from(b)
+}
+
+/// A JoinGroup of protocol type "consumer" offering the `range` assignor for `topic`,
+/// 30 s session and rebalance timeouts.
+pub fn join_request(group: &str, member_id: &str, topic: &str) -> JoinGroupRequest {
+    JoinGroupRequest {
+        group_id: group.into(),
+        session_timeout_ms: 30_000,
+        rebalance_timeout_ms: 30_000,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        protocol_type: "consumer".into(),
+        protocols: vec![JoinGroupRequestProtocol {
+            name: "range".into(),
+            metadata: subscription(&[topic]),
+        }],
+        reason: None,
+    }
+}
+
+/// JoinGroup v5 (the first version with group instance ids, before flexible encoding).
+pub fn join_group(c: &mut RawClient, req: &JoinGroupRequest) -> JoinGroupResponse {
+    c.call(ApiKey::JoinGroup, 5, req)
+}
+
+/// A member that joined `group` alone (JoinGroup v5: MEMBER_ID_REQUIRED, then again with
+/// that id) and synced an empty assignment: `(member id, generation)`. The broker must
+/// run with `--group-initial-rebalance-delay-ms 0`, or the join waits for the delay.
+pub fn join_alone(c: &mut RawClient, group: &str, topic: &str) -> (String, i32) {
+    let first = join_group(c, &join_request(group, "", topic));
+    assert_eq!(
+        first.error_code,
+        ErrorCode::MemberIdRequired.code(),
+        "MEMBER_ID_REQUIRED first"
+    );
+    let joined = join_group(c, &join_request(group, &first.member_id, topic));
+    assert_eq!(
+        joined.error_code,
+        ErrorCode::None.code(),
+        "join with the assigned member id"
+    );
+    assert_eq!(joined.leader, first.member_id, "the only member leads");
+    let synced = sync_group(
+        c,
+        group,
+        joined.generation_id,
+        &joined.member_id,
+        &[(&joined.member_id, Bytes::new())],
+    );
+    assert_eq!(synced.error_code, 0, "leader's SyncGroup");
+    (joined.member_id, joined.generation_id)
+}
+
+/// SyncGroup v3 with the given `(member id, assignment)` pairs (empty for followers).
+pub fn sync_group(
+    c: &mut RawClient,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    assignments: &[(&str, Bytes)],
+) -> SyncGroupResponse {
+    let req = SyncGroupRequest {
+        group_id: group.into(),
+        generation_id: generation,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: assignments
+            .iter()
+            .map(|(m, a)| SyncGroupRequestAssignment {
+                member_id: m.to_string(),
+                assignment: a.clone(),
+            })
+            .collect(),
+    };
+    c.call(ApiKey::SyncGroup, 3, &req)
+}
+
+/// Heartbeat v3; returns the error code.
+pub fn heartbeat(c: &mut RawClient, group: &str, generation: i32, member_id: &str) -> i16 {
+    let req = HeartbeatRequest {
+        group_id: group.into(),
+        generation_id: generation,
+        member_id: member_id.into(),
+        group_instance_id: None,
+    };
+    let resp: HeartbeatResponse = c.call(ApiKey::Heartbeat, 3, &req);
+    resp.error_code
+}
+
+/// OffsetCommit v8 of one partition; returns that partition's error code.
+#[allow(clippy::too_many_arguments)]
+pub fn offset_commit(
+    c: &mut RawClient,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    metadata: Option<&str>,
+) -> i16 {
+    let req = OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: generation,
+        member_id: member_id.into(),
+        group_instance_id: None,
+        retention_time_ms: -1,
+        topics: vec![OffsetCommitRequestTopic {
+            name: topic.into(),
+            partitions: vec![OffsetCommitRequestPartition {
+                partition_index: partition,
+                committed_offset: offset,
+                committed_leader_epoch: -1,
+                commit_timestamp: -1,
+                committed_metadata: metadata.map(str::to_string),
+            }],
+        }],
+    };
+    let resp: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &req);
+    assert_eq!(resp.topics.len(), 1, "one topic in the commit response");
+    assert_eq!(resp.topics[0].partitions.len(), 1, "one partition");
+    resp.topics[0].partitions[0].error_code
+}
+
+/// ApiVersions v3 from a client named "tests": the cheapest proof a broker still serves.
+pub fn api_versions(c: &mut RawClient) -> ApiVersionsResponse {
+    c.call(
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest {
+            client_software_name: "tests".into(),
+            client_software_version: "1".into(),
+        },
+    )
 }

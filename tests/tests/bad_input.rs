@@ -10,7 +10,7 @@ use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
 use sluice_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
 };
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::wire::{self, batch, now_ms};
@@ -37,15 +37,7 @@ fn fetch(c: &mut RawClient, topic: &str, offset: i64) -> (i16, Bytes) {
 /// The broker answers a fresh client and still returns the acknowledged record.
 fn assert_healthy(addr: &str) {
     let mut c = RawClient::connect(addr);
-    let v: ApiVersionsResponse = c.call(
-        ApiKey::ApiVersions,
-        3,
-        &ApiVersionsRequest {
-            client_software_name: "tests".into(),
-            client_software_version: "1".into(),
-        },
-    );
-    assert_eq!(v.error_code, 0);
+    assert_eq!(wire::api_versions(&mut c).error_code, 0);
     let (code, records) = fetch(&mut c, "kept", 0);
     assert_eq!(code, 0);
     assert!(
@@ -180,12 +172,12 @@ fn unknown_api_key_and_unsupported_versions() {
         },
     );
     assert_closed(&mut c, "produce v2");
-    // An API we do not serve yet (JoinGroup) is closed too.
+    // An API we do not serve yet (InitProducerId) is closed too.
     let mut c = RawClient::connect(&node.addr);
     c.send(
-        ApiKey::JoinGroup,
-        5,
-        &sluice_protocol::messages::JoinGroupRequest::default(),
+        ApiKey::InitProducerId,
+        4,
+        &sluice_protocol::messages::InitProducerIdRequest::default(),
     );
     assert_closed(&mut c, "unserved api");
     // ApiVersions with a version from the future: a v0 answer with UNSUPPORTED_VERSION

@@ -69,6 +69,7 @@ impl Coordinator {
         reply: ReplyId,
     ) -> Vec<Effect> {
         let mut out = Out::new();
+        tracing::trace!(group = %req.group_id, member = %req.member_id, version, "JoinGroup");
         if let Err(code) = self.validate_join(&req) {
             out.push(join_error(reply, &req.member_id, code));
             return out;

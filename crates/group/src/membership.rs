@@ -223,6 +223,7 @@ impl Coordinator {
     }
 
     fn heartbeat_code(&mut self, now: i64, req: &HeartbeatRequest) -> ErrorCode {
+        tracing::trace!(group = %req.group_id, member = %req.member_id, "Heartbeat");
         match self.lookup(&req.group_id) {
             // Kafka lets heartbeats through while loading: the member is not at fault.
             Lookup::Error(ErrorCode::CoordinatorLoadInProgress) => return ErrorCode::None,
