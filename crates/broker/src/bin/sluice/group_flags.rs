@@ -95,9 +95,11 @@ impl GroupFlags {
             self.offsets_retention_minutes >= 1 && self.offsets_retention_check_interval_ms >= 1,
             "offset retention settings must be positive"
         );
+        // The topic is created with this as its segment.bytes, whose minimum (Kafka 4.0,
+        // KIP-1030) is 1 MiB: a smaller value would only fail at the first group lookup.
         anyhow::ensure!(
-            self.offsets_topic_segment_bytes >= 14,
-            "--offsets-topic-segment-bytes is too small"
+            (1_048_576..=i64::from(i32::MAX)).contains(&self.offsets_topic_segment_bytes),
+            "--offsets-topic-segment-bytes must be between 1048576 and 2147483647"
         );
         let g = &mut c.groups;
         g.offsets_partitions = self.offsets_topic_num_partitions;
