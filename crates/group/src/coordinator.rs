@@ -98,6 +98,8 @@ pub(crate) enum PendingWrite {
     StaticRejoin {
         reply: ReplyId,
         response: JoinGroupResponse,
+        group: String,
+        old_id: String,
     },
     /// Part of a DeleteGroups request.
     DeleteGroups { batch: u64, groups: Vec<String> },
@@ -387,9 +389,20 @@ impl Coordinator {
             PendingWrite::StaticRejoin {
                 reply,
                 mut response,
+                group,
+                old_id,
             } => {
                 if let Err(code) = result {
-                    response.error_code = commit_write_error(code).code();
+                    // Not stored: the old member id stands, as a restart would find it.
+                    if let Some(g) = self.group_mut(&group) {
+                        g.rename_member(&response.member_id, &old_id);
+                    }
+                    response = JoinGroupResponse {
+                        error_code: commit_write_error(code).code(),
+                        generation_id: -1,
+                        member_id: response.member_id,
+                        ..Default::default()
+                    };
                 }
                 out.push(Effect::Reply(reply, Reply::Join(response)));
             }

@@ -140,6 +140,25 @@ impl Group {
         self.state_since = now;
     }
 
+    /// Gives a member a new id (a static member replaced by its restarted process),
+    /// keeping its place: assignment, leadership, instance id, pending sync.
+    pub fn rename_member(&mut self, from: &str, to: &str) {
+        let Some(mut m) = self.members.remove(from) else {
+            return;
+        };
+        m.id = to.to_string();
+        if let Some(instance) = &m.instance_id {
+            self.static_members.insert(instance.clone(), to.to_string());
+        }
+        self.members.insert(to.to_string(), m);
+        if self.is_leader(from) {
+            self.leader = Some(to.to_string());
+        }
+        if self.pending_sync.remove(from) {
+            self.pending_sync.insert(to.to_string());
+        }
+    }
+
     pub fn is_leader(&self, member_id: &str) -> bool {
         self.leader.as_deref() == Some(member_id)
     }

@@ -391,7 +391,7 @@ impl Coordinator {
         let Some(g) = self.group_mut(&req.group_id) else {
             return;
         };
-        let Some(mut member) = g.members.remove(old_id) else {
+        let Some(member) = g.members.get_mut(old_id) else {
             return;
         };
         if let Some(r) = member.awaiting_join.take() {
@@ -403,27 +403,15 @@ impl Coordinator {
                 ErrorCode::FencedInstanceId,
             ));
         }
-        let old_protocols = std::mem::replace(&mut member.protocols, protocols);
-        member.id = new_id.clone();
+        member.protocols = protocols;
         member.rebalance_timeout_ms = req.rebalance_timeout_ms;
         member.session_timeout_ms = req.session_timeout_ms;
         member.last_heartbeat = now;
-        g.members.insert(new_id.clone(), member);
-        if let Some(instance) = &req.group_instance_id {
-            g.static_members.insert(instance.clone(), new_id.clone());
-        }
-        if g.is_leader(old_id) {
-            g.leader = Some(new_id.clone());
-        }
-        if g.pending_sync.remove(old_id) {
-            g.pending_sync.insert(new_id.clone());
-        }
+        g.rename_member(old_id, &new_id);
         match g.state {
             GroupState::Stable => {
-                let keeps_protocol = g.select_protocol() == g.protocol
-                    && g.protocol
-                        .as_ref()
-                        .is_some_and(|p| old_protocols.iter().any(|(n, _)| n == p));
+                // The generation stands if the members would still choose its protocol.
+                let keeps_protocol = g.protocol.is_some() && g.select_protocol() == g.protocol;
                 if keeps_protocol {
                     let is_leader = g.is_leader(&new_id);
                     // KIP-814: a static leader that rejoins learns the members but is
@@ -439,6 +427,8 @@ impl Coordinator {
                                 PendingWrite::StaticRejoin {
                                     reply,
                                     response: resp,
+                                    group: req.group_id.clone(),
+                                    old_id: old_id.to_string(),
                                 },
                                 out,
                             );

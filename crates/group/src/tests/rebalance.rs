@@ -469,3 +469,37 @@ fn static_member_restart_causes_no_rebalance_and_fences_the_old_id() {
     );
     assert_eq!(hb.error_code, ErrorCode::FencedInstanceId.code());
 }
+
+#[test]
+fn a_static_rejoin_that_cannot_be_stored_leaves_the_old_member_in_place() {
+    let mut h = Harness::new(config());
+    let mut req = Harness::join_req("g", "", &["range"]);
+    req.group_instance_id = Some("i".into());
+    let a = h.join(req.clone(), 5);
+    let a = h.join_reply(a).unwrap();
+    let s = h.sync("g", &a.member_id, 1, &[(&a.member_id, "A")]);
+    h.sync_reply(s).unwrap();
+    h.hold_writes = true;
+    let again = h.join(req, 5);
+    assert!(h.join_reply(again).is_none(), "answered only once stored");
+    let (wid, _, _) = h.held.pop().unwrap();
+    let e =
+        h.c.write_done(wid, Err(ErrorCode::KafkaStorageError), h.now);
+    h.run(e);
+    let r = h.join_reply(again).unwrap();
+    assert_eq!(r.error_code, ErrorCode::CoordinatorNotAvailable.code());
+    let hb = h.c.heartbeat(
+        h.now,
+        sluice_protocol::messages::HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: 1,
+            member_id: a.member_id.clone(),
+            group_instance_id: Some("i".into()),
+        },
+    );
+    assert_eq!(hb.error_code, 0, "the old id still stands");
+    assert_eq!(
+        h.heartbeat("g", &r.member_id, 1),
+        ErrorCode::UnknownMemberId.code()
+    );
+}
