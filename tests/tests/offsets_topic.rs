@@ -153,3 +153,39 @@ async fn repeated_commits_are_compacted_and_the_latest_survives_a_restart() {
         ]
     );
 }
+
+/// Committed offsets of `group` for partitions 0..n of `topic`, via OffsetFetch.
+fn committed(addr: &str, group: &str, topic: &str, n: i32) -> Vec<Offset> {
+    let c: BaseConsumer = consumer(addr, &[("group.id", group)]);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| e.offset()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_partition_count_does_not_move_existing_groups() {
+    let mut node = Sluice::start(&["--offsets-topic-num-partitions", "3"]);
+    create_topic(&node.addr, "t", 1, &[]).await;
+    let groups: Vec<String> = (0..12).map(|i| format!("group-{i}")).collect();
+    for (i, g) in groups.iter().enumerate() {
+        let c: BaseConsumer = consumer(&node.addr, &[("group.id", g)]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(100 + i as i64))
+            .unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    }
+    node.stop();
+    // offsets.topic.num.partitions only applies when the topic is created: the groups
+    // stay on the partitions that hold them.
+    let node = Sluice::start_in(&node.data_dir, &["--offsets-topic-num-partitions", "7"]);
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(
+            committed(&node.addr, g, "t", 1),
+            vec![Offset::Offset(100 + i as i64)],
+            "{g}"
+        );
+    }
+}

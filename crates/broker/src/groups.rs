@@ -60,6 +60,17 @@ impl GroupService {
     /// Takes over every partition of an existing offsets topic (node start).
     pub fn load_existing(&self, topics: &Topics) {
         if let Some(topic) = topics.get(OFFSETS_TOPIC) {
+            let existing = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            let mut inner = self.inner.lock();
+            if existing != inner.coordinator.config().offsets_partitions {
+                warn!(
+                    existing,
+                    configured = inner.coordinator.config().offsets_partitions,
+                    "{OFFSETS_TOPIC} exists with another partition count; groups stay where they are"
+                );
+                inner.coordinator.set_offsets_partitions(existing);
+            }
+            drop(inner);
             self.load_topic(&topic);
         }
     }
@@ -96,7 +107,7 @@ impl GroupService {
         }
     }
 
-    /// The offsets partition of a group (which decides its coordinator).
+    /// The offsets partition of a group: its leader is the group's coordinator.
     pub fn partition_for(&self, group: &str) -> i32 {
         self.inner.lock().coordinator.partition_for(group)
     }

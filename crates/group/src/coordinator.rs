@@ -159,6 +159,13 @@ impl Coordinator {
         &self.config
     }
 
+    /// Adopts the partition count of an existing offsets topic: groups were placed by
+    /// it, so it wins over `offsets.topic.num.partitions` (as in Kafka, where the
+    /// setting only applies when the topic is created). Call before loading.
+    pub fn set_offsets_partitions(&mut self, partitions: i32) {
+        self.config.offsets_partitions = partitions.max(1);
+    }
+
     /// The `__consumer_offsets` partition of a group.
     pub fn partition_for(&self, group: &str) -> i32 {
         records::partition_for(group, self.config.offsets_partitions)

@@ -18,7 +18,17 @@ const KEY_TRANSACTION: i8 = 1;
 
 fn locate(broker: &Broker, key: String, key_type: i8) -> Coordinator {
     if key_type == KEY_GROUP {
-        if let Err(code) = broker.groups.ensure_offsets_topic(broker) {
+        // The coordinator is the leader of the group's offsets partition: this node,
+        // once the partition exists.
+        let ready = broker.groups.ensure_offsets_topic(broker).and_then(|()| {
+            let p = broker.groups.partition_for(&key);
+            broker
+                .topics
+                .get(sluice_group::OFFSETS_TOPIC)
+                .and_then(|t| t.partition(p).map(|_| ()))
+                .ok_or(ErrorCode::CoordinatorNotAvailable)
+        });
+        if let Err(code) = ready {
             return Coordinator {
                 key,
                 node_id: -1,
