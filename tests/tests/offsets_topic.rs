@@ -125,8 +125,7 @@ async fn repeated_commits_are_compacted_and_the_latest_survives_a_restart() {
     let latest = |records: &[OffsetRecord], p: i32| {
         records
             .iter()
-            .filter(|r| r.partition == p)
-            .last()
+            .rfind(|r| r.partition == p)
             .and_then(|r| r.offset)
     };
     let compacted = offset_records(&node.addr);
