@@ -1,9 +1,9 @@
 """confluent-kafka (librdkafka bundled in the wheel) against a fresh Sluice broker.
 
 Run by `cargo xtask compat` as ``python confluent_kafka_scenarios.py HOST:PORT``.
-Consumers use assign() with auto-commit off: the broker has no group coordinator
-yet, so subscribe() and offset commits are out of scope. The Python binding insists
-on a group.id even for assign(), so one is set but never used for coordination.
+Consumers here use assign() with auto-commit off; subscribe() and commits are in
+confluent_kafka_groups.py. The Python binding insists on a group.id even for
+assign(), so one is set but never used for coordination.
 """
 
 import time

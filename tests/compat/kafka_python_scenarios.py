@@ -1,7 +1,7 @@
 """kafka-python (pure Python client) against a fresh Sluice broker.
 
 Run by `cargo xtask compat` as ``python kafka_python_scenarios.py HOST:PORT``.
-Consumers use assign() with group_id=None: the broker has no group coordinator yet.
+Consumers here use assign() with group_id=None; groups are in kafka_python_groups.py.
 kafka-python 3 enables the idempotent producer by default, which needs
 InitProducerId (not served yet), so producers pass enable_idempotence=False.
 """

@@ -1,9 +1,9 @@
 //! `cargo xtask ci`: everything CI runs, in one command (the README's test command).
 //!
-//! Order: cheap static checks first, then fuzzing and the Python/kcat compatibility
-//! scenarios, and the workspace tests (nextest) last. Every step runs even when an
-//! earlier one failed, so one CI run reports everything; the closing line is a plain
-//! `N passed, M failed` over test cases plus steps.
+//! Order: cheap static checks first, then fuzzing and the client compatibility
+//! scenarios (Python clients, kcat, Sarama), and the workspace tests (nextest) last.
+//! Every step runs even when an earlier one failed, so one CI run reports everything;
+//! the closing line is a plain `N passed, M failed` over test cases plus steps.
 
 use std::path::Path;
 use std::process::Command;

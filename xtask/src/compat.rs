@@ -2,15 +2,21 @@
 //!
 //! Sets up everything it needs on a bare Debian machine: a Python venv at
 //! `target/compat-venv` with the pinned clients of `tests/compat/requirements.txt`
-//! (reused while it imports them and the pins are unchanged), and `kcat` from apt.
-//! Then, for each suite (confluent-kafka, kafka-python, kcat), it starts a fresh
-//! `target/release/sluice` on a free loopback port with an empty data dir, runs the
-//! suite's script from `tests/compat/` against it, and stops the broker. Scripts
-//! print `PASS name` / `FAIL name: reason` per scenario; this command echoes them
-//! prefixed by suite, adds them up and fails if any failed.
+//! (reused while it imports them and the pins are unchanged), `kcat` from apt, and for
+//! the sarama suite Debian's Go toolchain and Sarama sources (`golang-go`,
+//! `golang-github-shopify-sarama-dev`), with which it builds `tests/compat/go/` offline
+//! (GOPATH mode against `/usr/share/gocode`) into `target/compat-go/sarama-compat`.
+//! Then, for each suite (confluent-kafka, kafka-python, kcat, sarama), it starts a
+//! fresh `target/release/sluice` on a free loopback port with an empty data dir and
+//! group settings that keep rebalances quick, runs the suite's scripts from
+//! `tests/compat/` against it (the client's basics, then its consumer-group
+//! scenarios), and stops the broker. Scripts print `PASS name` / `FAIL name: reason`
+//! per scenario; this command echoes them prefixed by suite, adds them up and fails if
+//! any failed.
 //!
 //! `cargo xtask compat kcat` (or any list of suite names) runs a subset. The data and
-//! log of a failed suite stay in `target/compat/<suite>/` for a post-mortem.
+//! log of a failed suite stay in `target/compat/<suite>/` for a post-mortem, and the
+//! log's tail is printed.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -22,19 +28,47 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{self, cargo, describe, have, output};
 
-/// (suite name, script in tests/compat/).
-const SUITES: &[(&str, &str)] = &[
-    ("confluent-kafka", "confluent_kafka_scenarios.py"),
-    ("kafka-python", "kafka_python_scenarios.py"),
-    ("kcat", "kcat_scenarios.py"),
+/// (suite name, scripts in tests/compat/ run in turn against one broker).
+const SUITES: &[(&str, &[&str])] = &[
+    (
+        "confluent-kafka",
+        &["confluent_kafka_scenarios.py", "confluent_kafka_groups.py"],
+    ),
+    (
+        "kafka-python",
+        &["kafka_python_scenarios.py", "kafka_python_groups.py"],
+    ),
+    ("kcat", &["kcat_scenarios.py", "kcat_groups.py"]),
+    ("sarama", &["sarama_scenarios.py"]),
 ];
+
+/// Broker flags of every suite: a group's first join completes at once (Kafka waits
+/// 3 s for more members), consumers may use short sessions, and the coordinator logs
+/// its rebalances (with the request's api key and version) for a failed suite's log.
+const BROKER_FLAGS: &[&str] = &[
+    "--group-initial-rebalance-delay-ms",
+    "0",
+    "--group-min-session-timeout-ms",
+    "1000",
+    "--log-level",
+    "info,sluice_group=debug",
+];
+
+/// Debian packages of the sarama suite: the Go toolchain and Sarama's sources (with
+/// its dependencies) under /usr/share/gocode.
+const GO_PACKAGES: &[&str] = &["golang-go", "golang-github-shopify-sarama-dev"];
+const GOPATH: &str = "/usr/share/gocode";
+const SARAMA_PACKAGE: &str = "golang-github-shopify-sarama-dev";
+
+/// Lines of the broker log shown when a suite fails.
+const LOG_TAIL_LINES: usize = 60;
 
 /// Python modules the scripts import; the venv counts as healthy when all load.
 const IMPORT_CHECK: &str = "import confluent_kafka, kafka, snappy, lz4.frame, zstandard";
 
-/// Upper bound on one suite's script. Each scenario is also bounded (harness.py),
+/// Upper bound on one script of a suite. Each scenario is also bounded (harness.py),
 /// this only catches a script wedged outside a scenario.
-const SUITE_TIMEOUT_SECS: u32 = 300;
+const SCRIPT_TIMEOUT_SECS: u32 = 300;
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let started = Instant::now();
@@ -50,7 +84,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .collect();
 
     let python = ensure_venv(root)?;
-    ensure_kcat()?;
+    ensure_apt(&["kcat"], || have("kcat"))?;
+    let sarama = if selected.iter().any(|(name, _)| *name == "sarama") {
+        ensure_apt(GO_PACKAGES, go_ready)?;
+        Some(build_sarama(root)?)
+    } else {
+        None
+    };
     let versions = output(Command::new(&python).args([
         "-c",
         "import confluent_kafka as ck; from importlib.metadata import version as v; \
@@ -63,12 +103,22 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         .find(|l| l.starts_with("Version"))
         .unwrap_or("?");
     eprintln!("compat: {}; kcat {}", versions.trim(), kcat_version.trim());
+    if sarama.is_some() {
+        let go = output(Command::new("go").arg("version"))?;
+        let sarama_version =
+            output(Command::new("dpkg-query").args(["-W", "-f", "${Version}", SARAMA_PACKAGE]))?;
+        eprintln!(
+            "compat: Sarama {} (Debian {SARAMA_PACKAGE}), {}",
+            sarama_version.trim(),
+            go.trim()
+        );
+    }
 
     util::run(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;
     let sluice = root.join("target/release/sluice");
 
     let (mut passed, mut failed) = (0, 0);
-    for (suite, script) in selected {
+    for (suite, scripts) in selected {
         let work = root.join("target/compat").join(suite);
         let broker = Broker::start(&sluice, &work)
             .with_context(|| format!("starting the broker for {suite}"))?;
@@ -77,18 +127,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             broker.addr,
             broker.log.display()
         );
-        let (p, f) = run_suite(
-            &python,
-            &root.join("tests/compat").join(script),
-            &broker,
-            suite,
-        )?;
-        passed += p;
-        failed += f;
+        let mut suite_failed = 0;
+        for script in scripts.iter() {
+            let (p, f) = run_script(
+                &python,
+                &root.join("tests/compat").join(script),
+                &broker,
+                suite,
+                sarama.as_deref(),
+            )?;
+            passed += p;
+            suite_failed += f;
+        }
+        failed += suite_failed;
         drop(broker);
-        if f == 0 {
+        if suite_failed == 0 {
             // Keep the data and log of a failed suite for a post-mortem; clean up otherwise.
             let _ = fs::remove_dir_all(&work);
+        } else {
+            print_log_tail(suite, &work.join("broker.log"));
         }
     }
     eprintln!("compat: took {:.0}s", started.elapsed().as_secs_f64());
@@ -149,30 +206,73 @@ fn python_ok(python: &Path, code: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs kcat with apt when missing (we run as root on the project's machines).
-fn ensure_kcat() -> Result<()> {
-    if have("kcat") {
+/// Installs Debian packages with apt unless `present` says they are there already (we
+/// run as root on the project's machines).
+fn ensure_apt(packages: &[&str], present: fn() -> bool) -> Result<()> {
+    if present() {
         return Ok(());
     }
+    let list = packages.join(" ");
     if !have("apt-get") {
-        bail!("kcat is not installed and apt-get is not available: install kcat by hand");
+        bail!("{list} not installed and apt-get is not available: install them by hand");
     }
     let install = || {
         util::run(
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "kcat"])
+                .args(["install", "-y", "-q"])
+                .args(packages)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
     // A fresh machine may have no package lists yet; only then is `apt-get update` needed.
     if install().is_err() {
         util::run(Command::new("apt-get").args(["update", "-q"]))?;
-        install().context("installing kcat with apt-get")?;
+        install().with_context(|| format!("installing {list} with apt-get"))?;
     }
-    if !have("kcat") {
-        bail!("apt-get installed kcat but it is not on PATH");
+    if !present() {
+        bail!("apt-get installed {list} but they are still not usable");
     }
     Ok(())
+}
+
+/// `go` runs and Debian's Sarama sources are in the GOPATH it builds against.
+fn go_ready() -> bool {
+    let go = Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    go && Path::new(GOPATH)
+        .join("src/github.com/Shopify/sarama")
+        .is_dir()
+}
+
+/// Builds `tests/compat/go/` into `target/compat-go/sarama-compat` and returns its path.
+/// GOPATH mode against Debian's packaged sources: no module download, no network;
+/// the build cache lives under target/ too. Incremental, so a rebuild is quick.
+fn build_sarama(root: &Path) -> Result<PathBuf> {
+    let out_dir = root.join("target/compat-go");
+    fs::create_dir_all(&out_dir)?;
+    let bin = out_dir.join("sarama-compat");
+    util::run(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(root.join("tests/compat/go"))
+            .env("GOPATH", GOPATH)
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOCACHE", out_dir.join("cache"))
+            .env("CGO_ENABLED", "1")
+            // DataDog/zstd (Sarama's zstd codec, cgo) calls a deprecated libzstd function.
+            .env("CGO_CFLAGS", "-g -O2 -Wno-deprecated-declarations"),
+    )
+    .context("building the Sarama driver in tests/compat/go")?;
+    Ok(bin)
 }
 
 /// A `sluice` process with its own data dir, killed when dropped (also on errors).
@@ -195,6 +295,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(BROKER_FLAGS)
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
@@ -239,10 +340,31 @@ fn listen_addr(log: &str) -> Option<String> {
     Some(addr.to_string())
 }
 
-/// Runs one suite's script, echoing its lines; returns (passed, failed) scenarios.
-fn run_suite(python: &Path, script: &Path, broker: &Broker, suite: &str) -> Result<(usize, usize)> {
+/// Prints the last lines of a failed suite's broker log (stdout and stderr).
+fn print_log_tail(suite: &str, log: &Path) {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!(
+        "compat: {suite} failed; last {} lines of {}:",
+        tail.len(),
+        log.display()
+    );
+    for line in tail {
+        eprintln!("[{suite} broker] {line}");
+    }
+}
+
+/// Runs one script of a suite, echoing its lines; returns (passed, failed) scenarios.
+fn run_script(
+    python: &Path,
+    script: &Path,
+    broker: &Broker,
+    suite: &str,
+    sarama: Option<&Path>,
+) -> Result<(usize, usize)> {
     let mut cmd = Command::new("timeout");
-    cmd.args(["--kill-after=5", &SUITE_TIMEOUT_SECS.to_string()])
+    cmd.args(["--kill-after=5", &SCRIPT_TIMEOUT_SECS.to_string()])
         .arg(python)
         .arg(script)
         .arg(&broker.addr)
@@ -250,6 +372,9 @@ fn run_suite(python: &Path, script: &Path, broker: &Broker, suite: &str) -> Resu
         .env("SLUICE_COMPAT_DATA_DIR", &broker.data_dir)
         .current_dir(script.parent().context("script has no directory")?)
         .stdout(Stdio::piped());
+    if let Some(bin) = sarama {
+        cmd.env("SLUICE_COMPAT_SARAMA", bin);
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", describe(&cmd)))?;
@@ -267,7 +392,8 @@ fn run_suite(python: &Path, script: &Path, broker: &Broker, suite: &str) -> Resu
     let status = child.wait()?;
     // A script that dies outside a scenario (import error, timeout) still counts.
     if !status.success() && failed == 0 {
-        println!("[{suite}] FAIL {suite}: script exited with {status} (124 = timed out)");
+        let name = script.file_name().unwrap_or_default().to_string_lossy();
+        println!("[{suite}] FAIL {name}: script exited with {status} (124 = timed out)");
         failed += 1;
     }
     Ok((passed, failed))

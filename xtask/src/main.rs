@@ -32,8 +32,9 @@ commands:
       Check DESIGN's dependency rules and source conventions.
   fuzz [SECONDS]
       Build the cargo-fuzz targets and run each for SECONDS (default 20).
-  compat
-      Python (confluent-kafka, kafka-python) and kcat scenarios against a fresh broker.
+  compat [SUITE...]
+      Client scenarios (confluent-kafka, kafka-python, kcat, Sarama), consumer groups
+      included, each suite against a fresh broker.
   bench [--null-sink] [...]
       Produce/consume throughput and latency with librdkafka; JSON + SVG in target/bench/.
   bench groups [--quick]
