@@ -337,7 +337,11 @@ impl Coordinator {
                 is_new: true,
             },
         );
-        g.new_member_added = true;
+        // As in Kafka, only the first rebalance of a group extends its initial delay
+        // for members that keep arriving.
+        if g.state == GroupState::PreparingRebalance && g.generation == 0 {
+            g.new_member_added = true;
+        }
         if g.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(&req.group_id, now, out);
         }
