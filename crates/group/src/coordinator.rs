@@ -460,16 +460,20 @@ impl Coordinator {
         )
     }
 
+    /// Ids of the groups of the shards being served (not those still loading).
+    fn active_group_ids(&self) -> Vec<String> {
+        self.shards
+            .values()
+            .filter(|s| s.state == ShardState::Active)
+            .flat_map(|s| s.groups.keys().cloned())
+            .collect()
+    }
+
     /// Time-driven work: join and sync phases that ran out, lapsed sessions and
     /// pending members, initial-delay extensions, and offset expiry.
     pub fn tick(&mut self, now: i64) -> Vec<Effect> {
         let mut out = Out::new();
-        let ids: Vec<String> = self
-            .shards
-            .values()
-            .filter(|s| s.state == ShardState::Active)
-            .flat_map(|s| s.groups.keys().cloned())
-            .collect();
+        let ids = self.active_group_ids();
         for id in &ids {
             self.tick_group(id, now, &mut out);
         }
@@ -566,12 +570,7 @@ impl Coordinator {
     /// no longer subscribes to. An empty group left with no offsets is deleted.
     fn expire_offsets(&mut self, now: i64, out: &mut Out) {
         let retention = self.config.offsets_retention_ms;
-        let ids: Vec<String> = self
-            .shards
-            .values()
-            .filter(|s| s.state == ShardState::Active)
-            .flat_map(|s| s.groups.keys().cloned())
-            .collect();
+        let ids = self.active_group_ids();
         for id in ids {
             let Some(g) = self.group_mut(&id) else {
                 continue;

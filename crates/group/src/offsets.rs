@@ -23,8 +23,51 @@ use crate::group::{Group, GroupState};
 use crate::records::{self, CommittedOffset};
 use crate::ReplyId;
 
-/// One requested partition's committed offset: (partition, offset, epoch, metadata, error).
-type FetchedPartition = (i32, i64, i32, Option<String>, ErrorCode);
+/// One requested partition's committed offset, before it takes the shape of the
+/// response version (one group, v0-7, or several, v8+).
+struct FetchedPartition {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<String>,
+    error: ErrorCode,
+}
+
+impl FetchedPartition {
+    fn none(partition: i32, error: ErrorCode) -> Self {
+        Self {
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: Some(String::new()),
+            error,
+        }
+    }
+}
+
+impl From<FetchedPartition> for OffsetFetchResponsePartition {
+    fn from(f: FetchedPartition) -> Self {
+        Self {
+            partition_index: f.partition,
+            committed_offset: f.offset,
+            committed_leader_epoch: f.leader_epoch,
+            metadata: f.metadata,
+            error_code: f.error.code(),
+        }
+    }
+}
+
+impl From<FetchedPartition> for OffsetFetchResponsePartitions {
+    fn from(f: FetchedPartition) -> Self {
+        Self {
+            partition_index: f.partition,
+            committed_offset: f.offset,
+            committed_leader_epoch: f.leader_epoch,
+            metadata: f.metadata,
+            error_code: f.error.code(),
+        }
+    }
+}
 
 /// Whether a topic partition exists, as the broker's metadata says.
 pub trait PartitionExists {
@@ -228,26 +271,7 @@ impl Coordinator {
                         .into_iter()
                         .map(|(name, parts)| OffsetFetchResponseTopics {
                             name,
-                            partitions: parts
-                                .into_iter()
-                                .map(
-                                    |(
-                                        partition_index,
-                                        committed_offset,
-                                        committed_leader_epoch,
-                                        metadata,
-                                        e,
-                                    )| {
-                                        OffsetFetchResponsePartitions {
-                                            partition_index,
-                                            committed_offset,
-                                            committed_leader_epoch,
-                                            metadata,
-                                            error_code: e.code(),
-                                        }
-                                    },
-                                )
-                                .collect(),
+                            partitions: parts.into_iter().map(Into::into).collect(),
                         })
                         .collect(),
                 });
@@ -271,7 +295,7 @@ impl Coordinator {
                         name,
                         parts
                             .into_iter()
-                            .map(|p| (p, -1, -1, Some(String::new()), code))
+                            .map(|p| FetchedPartition::none(p, code))
                             .collect(),
                     )
                 })
@@ -286,26 +310,7 @@ impl Coordinator {
             .into_iter()
             .map(|(name, parts)| OffsetFetchResponseTopic {
                 name,
-                partitions: parts
-                    .into_iter()
-                    .map(
-                        |(
-                            partition_index,
-                            committed_offset,
-                            committed_leader_epoch,
-                            metadata,
-                            e,
-                        )| {
-                            OffsetFetchResponsePartition {
-                                partition_index,
-                                committed_offset,
-                                committed_leader_epoch,
-                                metadata,
-                                error_code: e.code(),
-                            }
-                        },
-                    )
-                    .collect(),
+                partitions: parts.into_iter().map(Into::into).collect(),
             })
             .collect();
         resp
@@ -327,14 +332,14 @@ impl Coordinator {
                 .and_then(|g| g.offsets.get(topic))
                 .and_then(|ps| ps.get(&p))
             {
-                Some(o) => (
-                    p,
-                    o.offset,
-                    o.leader_epoch,
-                    Some(o.metadata.clone()),
-                    ErrorCode::None,
-                ),
-                None => (p, -1, -1, Some(String::new()), ErrorCode::None),
+                Some(o) => FetchedPartition {
+                    partition: p,
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: Some(o.metadata.clone()),
+                    error: ErrorCode::None,
+                },
+                None => FetchedPartition::none(p, ErrorCode::None),
             }
         };
         let fetched = match requested {
