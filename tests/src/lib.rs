@@ -140,11 +140,17 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 
 /// Spawns sluice and waits for its "sluice listening" log line to learn the bound port.
 fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
+    // With named listeners the test gives every address itself (`--listen` conflicts);
+    // the first listener is the one `addr` reports.
+    let listen_args: Vec<&str> = if extra.iter().any(|a| a == "--listeners") {
+        Vec::new()
+    } else {
+        vec!["--listen", listen]
+    };
     let mut child = Command::new(sluice_bin())
         .arg("--data-dir")
         .arg(dir)
-        .arg("--listen")
-        .arg(listen)
+        .args(&listen_args)
         .args(extra)
         .env(
             "SLUICE_LOG_LEVEL",

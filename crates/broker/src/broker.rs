@@ -1,6 +1,7 @@
 //! The node: configuration, identity, topics, and the background work (retention,
 //! compaction, flushing) that runs beside request handling.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +11,7 @@ use tracing::{debug, warn};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::listeners::{self, Listener};
 use crate::topic_store::load_or_init_identity;
 use crate::topics::Topics;
 
@@ -27,9 +29,9 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub cluster_id: String,
     pub topics: Topics,
-    /// Host and port clients are told to connect to.
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    /// The bound listeners with the endpoints they advertise, in configuration order;
+    /// a connection knows its listener by index.
+    pub listeners: Vec<Listener>,
     /// `queued.max.request.bytes` in KiB permits: memory that frames being read may hold
     /// across all connections, so many large produce requests cannot exhaust memory.
     pub request_memory: Arc<Semaphore>,
@@ -40,31 +42,21 @@ pub struct Broker {
 
 impl Broker {
     /// Opens the data dir (creating it), checks the node identity and recovers every log.
-    pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, BrokerError> {
+    /// `bound` holds the address each configured listener is bound to, in order.
+    pub fn open(config: BrokerConfig, bound: &[SocketAddr]) -> Result<Self, BrokerError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| BrokerError::io(&config.data_dir, e))?;
         let cluster_id = load_or_init_identity(&config.data_dir, config.node_id)?;
         let topics = Topics::open(&config.data_dir, config.log_defaults.clone(), now_ms())?;
         let groups = GroupService::new(config.groups.clone());
         groups.load_existing(&topics);
-        let advertise = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| config.listen.clone());
-        let (host, port) = split_host_port(&advertise)?;
-        // Kafka never advertises the wildcard address; with no --advertise, a node bound
-        // to 0.0.0.0 (as in a container) advertises its host name instead.
-        let host = if host == "0.0.0.0" || host == "::" {
-            local_hostname().unwrap_or(host)
-        } else {
-            host
-        };
-        // Advertising port 0 would be useless: use the port actually bound.
-        let port = if port == 0 {
-            i32::from(bound_port)
-        } else {
-            port
-        };
+        let hostname = local_hostname();
+        let listeners = config
+            .listeners
+            .iter()
+            .zip(bound)
+            .map(|(l, addr)| listeners::resolve(l, *addr, hostname.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let request_memory_kib = u32::try_from(config.queued_max_request_bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -72,8 +64,7 @@ impl Broker {
             config,
             cluster_id,
             topics,
-            advertised_host: host,
-            advertised_port: port,
+            listeners,
             request_memory: Arc::new(Semaphore::new(request_memory_kib as usize)),
             request_memory_kib,
             groups,
@@ -163,6 +154,14 @@ impl Broker {
         });
     }
 
+    /// Host and port advertised by listener `index` (the one a request came in on).
+    pub fn endpoint(&self, index: usize) -> (&str, i32) {
+        match self.listeners.get(index).or_else(|| self.listeners.first()) {
+            Some(l) => (&l.host, l.port),
+            None => ("", -1),
+        }
+    }
+
     /// Flushes and closes every log, writing checkpoints and the clean-shutdown marker.
     pub fn close(&self) {
         self.topics.for_each_partition(|topic, p| {
@@ -177,22 +176,4 @@ fn local_hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_string())
-}
-
-/// Splits `host:port` (IPv6 as `[::1]:9092`).
-pub fn split_host_port(s: &str) -> Result<(String, i32), BrokerError> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| BrokerError::Address(s.to_string()))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| BrokerError::Address(s.to_string()))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(BrokerError::Address(s.to_string()));
-    }
-    Ok((host, i32::from(port)))
 }

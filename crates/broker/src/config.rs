@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use sluice_group::GroupConfig;
 
+use crate::listeners::{ListenerConfig, DEFAULT_LISTENER};
 use crate::topic_config::BrokerLogDefaults;
 
 /// Everything a node needs to start. Built by the binary from flags / `SLUICE_*` env vars;
@@ -12,10 +13,11 @@ use crate::topic_config::BrokerLogDefaults;
 pub struct BrokerConfig {
     pub node_id: i32,
     pub data_dir: PathBuf,
-    /// Address the Kafka listener binds, `host:port`.
-    pub listen: String,
-    /// Address advertised to clients in Metadata; defaults to the bound address.
-    pub advertise: Option<String>,
+    /// The Kafka listeners (`listeners` / `advertised.listeners`), in order; the first
+    /// is the one logged as `listen=` at start.
+    pub listeners: Vec<ListenerConfig>,
+    /// `inter.broker.listener.name`: the listener other brokers use.
+    pub inter_broker_listener: String,
     pub rack: Option<String>,
     /// `num.partitions`: partitions of auto-created topics and CreateTopics with -1.
     pub num_partitions: i32,
@@ -58,8 +60,12 @@ impl BrokerConfig {
         Self {
             node_id: 1,
             data_dir: data_dir.into(),
-            listen: "127.0.0.1:9092".to_string(),
-            advertise: None,
+            listeners: vec![ListenerConfig {
+                name: DEFAULT_LISTENER.to_string(),
+                bind: "127.0.0.1:9092".to_string(),
+                advertise: None,
+            }],
+            inter_broker_listener: DEFAULT_LISTENER.to_string(),
             rack: None,
             num_partitions: 1,
             default_replication_factor: 1,

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::router::{self, Response};
+use crate::router::{self, ConnectionInfo, Response};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for its queued responses to be written.
@@ -41,16 +41,22 @@ struct Queued {
 /// does not fit goes in the next call.
 const MAX_IOV: usize = 64;
 
+/// Serves one connection accepted on listener `listener` (an index into
+/// `Broker::listeners`).
 pub async fn serve(
     broker: Arc<Broker>,
     socket: TcpStream,
+    listener: usize,
     mut stop: broadcast::Receiver<()>,
 ) -> Result<(), BrokerError> {
-    // Kafka reports a member's host as `InetAddress.toString` does: "/<ip>".
-    let client_host = socket
-        .peer_addr()
-        .map(|a| format!("/{}", a.ip()))
-        .unwrap_or_default();
+    let conn = ConnectionInfo {
+        // Kafka reports a member's host as `InetAddress.toString` does: "/<ip>".
+        client_host: socket
+            .peer_addr()
+            .map(|a| format!("/{}", a.ip()))
+            .unwrap_or_default(),
+        listener,
+    };
     let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
@@ -72,7 +78,7 @@ pub async fn serve(
                 // A parked fetch must not hold up shutdown; no handler is cancelled in
                 // the middle of an append because appends never await.
                 let response = tokio::select! {
-                    r = router::handle(&broker, &client_host, frame) => r?,
+                    r = router::handle(&broker, &conn, frame) => r?,
                     _ = stop.recv() => return Ok(()),
                 };
                 if let Some(response) = response {

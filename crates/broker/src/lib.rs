@@ -11,6 +11,7 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod handlers;
+pub mod listeners;
 pub mod partition;
 pub mod router;
 pub mod server;

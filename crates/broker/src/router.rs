@@ -49,11 +49,20 @@ impl Response {
     }
 }
 
+/// What a request's handler may need to know about the connection it came on.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The peer's address as group members are described ("/127.0.0.1").
+    pub client_host: String,
+    /// Index of the listener (in `Broker::listeners`) the connection was accepted on:
+    /// Metadata and FindCoordinator answer with that listener's endpoints.
+    pub listener: usize,
+}
+
 /// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
-/// `client_host` is the peer's address as group members are described ("/127.0.0.1").
 pub async fn handle(
     broker: &Arc<Broker>,
-    client_host: &str,
+    conn: &ConnectionInfo,
     mut frame: Bytes,
 ) -> Result<Option<Response>, BrokerError> {
     let header = decode_request_header(&mut frame)?;
@@ -64,9 +73,7 @@ pub async fn handle(
         corr = header.correlation_id,
         client = header.client_id.as_deref().unwrap_or("")
     );
-    dispatch(broker, client_host, header, frame)
-        .instrument(span)
-        .await
+    dispatch(broker, conn, header, frame).instrument(span).await
 }
 
 fn unsupported(header: &ParsedHeader) -> BrokerError {
@@ -90,7 +97,14 @@ where
     Resp: Send + 'static,
 {
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || handler(&b, req, version))
+    blocking(move || handler(&b, req, version)).await
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, BrokerError> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BrokerError::Metadata(format!("admin task failed: {e}")))
 }
@@ -115,7 +129,7 @@ fn respond<M: Encode>(
 
 async fn dispatch(
     broker: &Arc<Broker>,
-    client_host: &str,
+    conn: &ConnectionInfo,
     header: ParsedHeader,
     mut body: Bytes,
 ) -> Result<Option<Response>, BrokerError> {
@@ -140,7 +154,7 @@ async fn dispatch(
         ApiKey::Metadata => respond(
             api,
             &header,
-            &handlers::metadata::handle(b, decode(&mut body, v)?, v),
+            &handlers::metadata::handle(b, decode(&mut body, v)?, v, conn.listener),
         ),
         ApiKey::Produce => match handlers::produce::handle(b, decode(&mut body, v)?, v).await? {
             Some(resp) => respond(api, &header, &resp),
@@ -205,7 +219,7 @@ async fn dispatch(
         ApiKey::DescribeCluster => respond(
             api,
             &header,
-            &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v, conn.listener),
         ),
         ApiKey::DeleteRecords => respond(
             api,
@@ -228,18 +242,15 @@ async fn dispatch(
             &header,
             // The first lookup of a group creates __consumer_offsets: files, so off
             // the async threads.
-            &off_runtime(
-                b,
-                decode(&mut body, v)?,
-                v,
-                handlers::find_coordinator::handle,
-            )
-            .await?,
+            &{
+                let (b, req, listener) = (b.clone(), decode(&mut body, v)?, conn.listener);
+                blocking(move || handlers::find_coordinator::handle(&b, req, v, listener)).await?
+            },
         ),
         ApiKey::JoinGroup => {
             let client = ClientInfo {
                 client_id: header.client_id.clone().unwrap_or_default(),
-                client_host: client_host.to_string(),
+                client_host: conn.client_host.clone(),
             };
             let resp = handlers::join_group::handle(b, decode(&mut body, v)?, v, client).await;
             respond(api, &header, &resp)

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::broker::Broker;
@@ -14,7 +14,7 @@ use crate::connection;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 
-/// A started node: its bound address and a handle to stop it.
+/// A started node: its (first listener's) bound address and a handle to stop it.
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
@@ -32,17 +32,27 @@ impl RunningServer {
     }
 }
 
-/// Binds the listener, opens the data dir and starts serving.
+/// Binds every listener, opens the data dir and starts serving.
 pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| BrokerError::Address(format!("{}: {e}", config.listen)))?;
-    let local_addr = listener.local_addr()?;
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(&l.bind)
+            .await
+            .map_err(|e| BrokerError::Address(format!("{} ({}): {e}", l.bind, l.name)))?;
+        bound.push(socket);
+    }
+    let addrs = bound
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    let local_addr = *addrs
+        .first()
+        .ok_or_else(|| BrokerError::Address("no listener configured".into()))?;
     // Recovery reads and checks every log: off the async threads, and unlike
     // block_in_place this works on a current-thread runtime too.
-    let port = local_addr.port();
+    let open_addrs = addrs.clone();
     let broker = Arc::new(
-        tokio::task::spawn_blocking(move || Broker::open(config, port))
+        tokio::task::spawn_blocking(move || Broker::open(config, &open_addrs))
             .await
             .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))??,
     );
@@ -55,16 +65,32 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
             let _ = groups.await;
         })
     };
+    let described: Vec<String> = broker
+        .listeners
+        .iter()
+        .map(|l| format!("{}={} (advertised {}:{})", l.name, l.bound, l.host, l.port))
+        .collect();
+    let (host, port) = broker.endpoint(0);
     info!(
         listen = %local_addr,
-        advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port),
+        advertised = %format!("{host}:{port}"),
+        listeners = %described.join(", "),
         data_dir = %broker.config.data_dir.display(),
         node_id = broker.config.node_id,
         cluster_id = %broker.cluster_id,
         "sluice listening"
     );
-    let task = tokio::spawn(accept_loop(
-        listener,
+    // One accept task per listener hands sockets, tagged with the listener's index, to
+    // the loop that owns the connection limit and the connection tasks.
+    let (accepted_tx, accepted_rx) = mpsc::channel(64);
+    let mut acceptors = Vec::new();
+    for (index, listener) in bound.into_iter().enumerate() {
+        acceptors.push(tokio::spawn(accept(listener, index, accepted_tx.clone())));
+    }
+    drop(accepted_tx);
+    let task = tokio::spawn(connection_loop(
+        accepted_rx,
+        acceptors,
         broker.clone(),
         shutdown.clone(),
         background,
@@ -77,8 +103,31 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     })
 }
 
-async fn accept_loop(
+/// Accepts connections on one listener until its channel closes.
+async fn accept(
     listener: TcpListener,
+    index: usize,
+    out: mpsc::Sender<(TcpStream, SocketAddr, usize)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                if out.send((socket, peer, index)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: keep serving the connections we have.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection_loop(
+    mut accepted: mpsc::Receiver<(TcpStream, SocketAddr, usize)>,
+    acceptors: Vec<tokio::task::JoinHandle<()>>,
     broker: Arc<Broker>,
     shutdown: broadcast::Sender<()>,
     background: tokio::task::JoinHandle<()>,
@@ -88,16 +137,7 @@ async fn accept_loop(
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: keep serving the connections we have.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            Some((socket, peer, listener)) = accepted.recv() => {
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     warn!(%peer, max = broker.config.max_connections, "connection refused: max.connections reached");
                     drop(socket);
@@ -106,9 +146,10 @@ async fn accept_loop(
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
                 let stop = shutdown.subscribe();
-                let span = tracing::info_span!("conn", %peer);
+                let name = broker.listeners.get(listener).map(|l| l.name.clone()).unwrap_or_default();
+                let span = tracing::info_span!("conn", %peer, listener = %name);
                 conns.spawn(async move {
-                    if let Err(e) = connection::serve(broker, socket, stop).await {
+                    if let Err(e) = connection::serve(broker, socket, listener, stop).await {
                         debug!(error = %e, "connection closed with error");
                     }
                     drop(permit);
@@ -119,7 +160,9 @@ async fn accept_loop(
             _ = stop.recv() => break,
         }
     }
-    drop(listener);
+    for a in acceptors {
+        a.abort();
+    }
     while conns.join_next().await.is_some() {}
     let _ = background.await;
     let b = broker.clone();

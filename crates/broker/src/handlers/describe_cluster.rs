@@ -18,7 +18,9 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: DescribeClusterRequest,
     version: i16,
+    listener: usize,
 ) -> DescribeClusterResponse {
+    let (host, port) = broker.endpoint(listener);
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return DescribeClusterResponse {
             error_code: ErrorCode::UnsupportedEndpointType.code(),
@@ -33,8 +35,8 @@ pub fn handle(
         controller_id: broker.config.node_id,
         brokers: vec![DescribeClusterBroker {
             broker_id: broker.config.node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
+            host: host.to_string(),
+            port,
             rack: broker.config.rack.clone(),
         }],
         cluster_authorized_operations: if req.include_cluster_authorized_operations {

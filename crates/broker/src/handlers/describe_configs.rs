@@ -67,11 +67,18 @@ pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
 
 fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
     let c = &broker.config;
-    let listener = format!("PLAINTEXT://{}", c.listen);
-    let advertised = format!(
-        "PLAINTEXT://{}:{}",
-        broker.advertised_host, broker.advertised_port
-    );
+    let listener = c
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}", l.name, l.bind))
+        .collect::<Vec<_>>()
+        .join(",");
+    let advertised = broker
+        .listeners
+        .iter()
+        .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut fixed: Vec<(&'static str, String, ConfigType, &'static str)> = vec![
         (
             "node.id",
@@ -86,6 +93,12 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
             "Same as node.id.",
         ),
         ("listeners", listener, ConfigType::List, "Listener URIs."),
+        (
+            "inter.broker.listener.name",
+            c.inter_broker_listener.clone(),
+            ConfigType::String,
+            "Listener used between brokers.",
+        ),
         (
             "advertised.listeners",
             advertised,

@@ -16,7 +16,7 @@ pub const VERSIONS: (i16, i16) = (0, 6);
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn locate(broker: &Broker, key: String, key_type: i8) -> Coordinator {
+fn locate(broker: &Broker, key: String, key_type: i8, listener: usize) -> Coordinator {
     if key_type == KEY_GROUP {
         // The coordinator is the leader of the group's offsets partition: this node,
         // once the partition exists.
@@ -43,8 +43,8 @@ fn locate(broker: &Broker, key: String, key_type: i8) -> Coordinator {
         KEY_GROUP | KEY_TRANSACTION => Coordinator {
             key,
             node_id: broker.config.node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
+            host: broker.endpoint(listener).0.to_string(),
+            port: broker.endpoint(listener).1,
             error_code: ErrorCode::None.code(),
             error_message: None,
         },
@@ -63,18 +63,19 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: usize,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
         return FindCoordinatorResponse {
             coordinators: req
                 .coordinator_keys
                 .into_iter()
-                .map(|k| locate(broker, k, req.key_type))
+                .map(|k| locate(broker, k, req.key_type, listener))
                 .collect(),
             ..Default::default()
         };
     }
-    let c = locate(broker, req.key, req.key_type);
+    let c = locate(broker, req.key, req.key_type, listener);
     FindCoordinatorResponse {
         error_code: c.error_code,
         error_message: if version >= 1 { c.error_message } else { None },

@@ -18,7 +18,15 @@ use crate::topics::{validate_topic_name, Topic};
 
 pub const VERSIONS: (i16, i16) = (0, 12);
 
-pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// `listener`: the index of the listener the request came in on, whose endpoints the
+/// brokers are described with.
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    listener: usize,
+) -> MetadataResponse {
+    let (host, port) = broker.endpoint(listener);
     let include_ops = version >= 8 && req.include_topic_authorized_operations;
     // v0 has no null: an empty list there means "all topics".
     let requested = match req.topics {
@@ -45,8 +53,8 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     MetadataResponse {
         brokers: vec![MetadataResponseBroker {
             node_id: broker.config.node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
+            host: host.to_string(),
+            port,
             rack: broker.config.rack.clone(),
         }],
         cluster_id: Some(broker.cluster_id.clone()),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use sluice_broker::listeners::{self, ListenerConfig};
 use sluice_broker::topic_config::BrokerLogDefaults;
 use sluice_broker::BrokerConfig;
 
@@ -19,12 +20,25 @@ pub struct Cli {
     /// Directory holding this node's logs and metadata.
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     pub data_dir: PathBuf,
-    /// Address the Kafka listener binds (host:port).
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:9092")]
-    pub listen: String,
+    /// Address the Kafka listener binds (host:port), as one listener named PLAINTEXT;
+    /// the default when --listeners is not given is 127.0.0.1:9092.
+    #[arg(long, env = "SLUICE_LISTEN", conflicts_with = "listeners")]
+    pub listen: Option<String>,
     /// Address given to clients in Metadata (host:port); defaults to --listen.
-    #[arg(long, env = "SLUICE_ADVERTISE")]
+    #[arg(long, env = "SLUICE_ADVERTISE", conflicts_with = "listeners")]
     pub advertise: Option<String>,
+    /// `listeners`: named listeners, `NAME://host:port,...` (e.g.
+    /// `INTERNAL://0.0.0.0:9093,EXTERNAL://0.0.0.0:9092`).
+    #[arg(long, env = "SLUICE_LISTENERS")]
+    pub listeners: Option<String>,
+    /// `advertised.listeners`: what each named listener tells clients,
+    /// `NAME://host:port,...`; a listener not named here advertises its bind address.
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENERS", requires = "listeners")]
+    pub advertised_listeners: Option<String>,
+    /// `inter.broker.listener.name`: the listener other brokers connect to (default:
+    /// the first listener).
+    #[arg(long, env = "SLUICE_INTER_BROKER_LISTENER")]
+    pub inter_broker_listener: Option<String>,
     /// This node's id (`node.id`).
     #[arg(long, env = "SLUICE_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
@@ -173,8 +187,31 @@ impl Cli {
         }
         let mut c = BrokerConfig::new(self.data_dir);
         c.node_id = self.node_id;
-        c.listen = self.listen;
-        c.advertise = self.advertise;
+        c.listeners = match &self.listeners {
+            Some(list) => listeners::configure(list, self.advertised_listeners.as_deref())?,
+            None => vec![ListenerConfig {
+                name: listeners::DEFAULT_LISTENER.to_string(),
+                bind: self.listen.unwrap_or_else(|| "127.0.0.1:9092".to_string()),
+                advertise: self.advertise,
+            }],
+        };
+        if c.listeners.len() == 1 {
+            listeners::split_host_port(&c.listeners[0].bind)?;
+            if let Some(a) = &c.listeners[0].advertise {
+                listeners::split_host_port(a)?;
+            }
+        }
+        c.inter_broker_listener = match self.inter_broker_listener {
+            Some(name) => {
+                let name = name.to_ascii_uppercase();
+                anyhow::ensure!(
+                    c.listeners.iter().any(|l| l.name == name),
+                    "--inter-broker-listener {name} is not among the listeners"
+                );
+                name
+            }
+            None => c.listeners[0].name.clone(),
+        };
         c.rack = self.rack;
         c.num_partitions = self.num_partitions;
         c.default_replication_factor = self.default_replication_factor;
