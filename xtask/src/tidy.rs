@@ -96,6 +96,15 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             ));
         }
     }
+    // The cluster crates may use tokio and tonic, but they are libraries: the binary
+    // installs the tracing subscriber, parses flags and reports with anyhow.
+    for lib in ["sluice-controller", "sluice-replication"] {
+        for forbidden in BINARY_ONLY {
+            if has(lib, forbidden) {
+                problems.push(format!("{lib} is a library, but depends on {forbidden}"));
+            }
+        }
+    }
     for lib in [
         "sluice-protocol",
         "sluice-storage",

@@ -1,0 +1,171 @@
+//! One controller node put together: the sled stores, the `openraft::Raft` instance, and
+//! the tonic server for its Raft RPCs, started and stopped as a unit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::error::ControllerError;
+use crate::network::NetworkFactory;
+use crate::server::RaftService;
+use crate::store::{self, MetadataReader};
+use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
+
+/// How long shutdown waits for the RPC server to drain before dropping its connections.
+const SERVER_DRAIN: Duration = Duration::from_secs(2);
+
+/// What a controller node needs to start.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// The node's sled database directory.
+    pub data_dir: PathBuf,
+    /// Raft timing and snapshot policy.
+    pub raft: openraft::Config,
+    pub connect_timeout: Duration,
+    /// Upper bound of one Raft RPC.
+    pub rpc_timeout: Duration,
+}
+
+impl ControllerConfig {
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
+        let raft = openraft::Config {
+            cluster_name: "sluice".into(),
+            // A chunk is sent as JSON (up to 4 bytes a byte), so keep it well inside
+            // tonic's 4 MiB message limit.
+            snapshot_max_chunk_size: 256 * 1024,
+            ..openraft::Config::default()
+        };
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            raft,
+            connect_timeout: Duration::from_secs(1),
+            rpc_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running controller node.
+pub struct Controller {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    metadata: MetadataReader,
+    rpc_addr: SocketAddr,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Controller {
+    /// Opens the node's store, starts Raft, and serves Raft RPCs on `listener`.
+    pub async fn start(
+        config: ControllerConfig,
+        listener: TcpListener,
+    ) -> Result<Self, ControllerError> {
+        let raft_config = config
+            .raft
+            .clone()
+            .validate()
+            .map_err(|e| ControllerError::Config(e.to_string()))?;
+        let db = store::open_db(&config.data_dir)?;
+        let (log_store, state_machine) = store::open_stores(&db)?;
+        let metadata = state_machine.reader();
+        let network =
+            NetworkFactory::new(config.node_id, config.connect_timeout, config.rpc_timeout);
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await?;
+
+        let rpc_addr = listener.local_addr()?;
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let service = RaftService::new(raft.clone()).into_server();
+        let server = tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(node_id = config.node_id, %rpc_addr, "controller started");
+        Ok(Self {
+            node_id: config.node_id,
+            raft,
+            metadata,
+            rpc_addr,
+            stop_server: Some(stop_server),
+            server,
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address the Raft RPC server listens on.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The metadata as applied on this node.
+    pub fn metadata(&self) -> &MetadataReader {
+        &self.metadata
+    }
+
+    /// Forms a new quorum with these voters. Call it once, on one node of a new cluster.
+    pub async fn initialize(
+        &self,
+        voters: BTreeMap<NodeId, ControllerNode>,
+    ) -> Result<(), ControllerError> {
+        self.raft.initialize(voters).await?;
+        Ok(())
+    }
+
+    /// Appends a record through this node, which must be the leader, and waits until it
+    /// is committed and applied here.
+    pub async fn write(&self, record: MetadataRecord) -> Result<MetadataResponse, ControllerError> {
+        Ok(self.raft.client_write(record).await?.data)
+    }
+
+    /// Stops Raft and the RPC server and releases the store.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(node_id = self.node_id, error = %e, "raft task ended abnormally");
+        }
+        match tokio::time::timeout(SERVER_DRAIN, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(node_id = self.node_id, error = %e, "RPC server failed")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(node_id = self.node_id, error = %e, "RPC server task failed")
+            }
+            Err(_) => {
+                // Peers keep HTTP/2 connections open; drop them rather than wait.
+                self.server.abort();
+                let _ = (&mut self.server).await;
+            }
+        }
+        tracing::info!(node_id = self.node_id, "controller stopped");
+    }
+}

@@ -1,0 +1,93 @@
+//! The openraft type configuration: node ids, node addresses, and the metadata records
+//! that form the Raft log's application data.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{BrokerEndpoint, RejectReason};
+
+/// A controller node's id (the `--node-id` of the node that runs it).
+pub type NodeId = u64;
+
+/// What the quorum knows of a member: where its Raft RPC service listens.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerNode {
+    /// `host:port` of the node's controller RPC listener.
+    pub rpc_addr: String,
+}
+
+impl ControllerNode {
+    pub fn new(rpc_addr: impl Into<String>) -> Self {
+        Self {
+            rpc_addr: rpc_addr.into(),
+        }
+    }
+}
+
+impl fmt::Display for ControllerNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.rpc_addr)
+    }
+}
+
+/// One change to the cluster metadata, appended through Raft and applied by every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// Changes nothing; lets a caller confirm it can commit through the current leader.
+    Noop,
+    /// A broker (re)registers; a registration starts fenced, as in KRaft.
+    RegisterBroker {
+        id: i32,
+        /// The broker's incarnation: must grow with every registration of the same id.
+        epoch: i64,
+        endpoints: Vec<BrokerEndpoint>,
+        rack: Option<String>,
+    },
+    /// The broker with this id and epoch may lead and join ISRs.
+    UnfenceBroker {
+        id: i32,
+        epoch: i64,
+    },
+    /// The broker with this id and epoch may not lead nor join ISRs.
+    FenceBroker {
+        id: i32,
+        epoch: i64,
+    },
+    CreateTopic {
+        name: String,
+        /// Kafka's topic ID (a UUID), as its 16 bytes.
+        id: [u8; 16],
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+}
+
+/// The state machine's answer to one applied log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataResponse {
+    /// The record changed the image (or was a no-op record).
+    Applied,
+    /// The record was committed but left the image unchanged, for this reason. Every node
+    /// decides this identically, since it depends only on the image.
+    Rejected(RejectReason),
+    /// A Raft-internal entry (blank or membership change).
+    Internal,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft types of the metadata quorum.
+    pub TypeConfig:
+        D = MetadataRecord,
+        R = MetadataResponse,
+        NodeId = NodeId,
+        Node = ControllerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
