@@ -1,20 +1,31 @@
 //! sluice-controller: the metadata quorum. An openraft (0.9, storage-v2) Raft group whose
 //! log is stored in sled and whose RPCs travel over tonic; the state machine is the
-//! cluster's [`MetadataImage`] (brokers and topics), built by applying [`MetadataRecord`]s.
+//! cluster's [`MetadataImage`] (brokers, topics, partitions, producer ids), built by
+//! applying [`MetadataRecord`]s. [`placement`], [`election`] and [`delta`] are the pure
+//! functions around it: where new replicas go, which leadership changes fencing causes,
+//! and what a change means for one broker.
 //!
 //! Durability invariant: a vote or a log entry is reported saved to openraft only after
 //! sled has flushed it to disk (see [`store`]).
 
 pub mod controller;
+pub mod delta;
+pub mod election;
 pub mod error;
 pub mod image;
 pub mod network;
+pub mod placement;
 pub mod proto;
 pub mod server;
 pub mod store;
 pub mod types;
 
 pub use controller::{Controller, ControllerConfig};
+pub use delta::{broker_delta, BrokerDelta};
 pub use error::ControllerError;
-pub use image::{BrokerEndpoint, BrokerRegistration, MetadataImage, RejectReason, TopicImage};
+pub use image::{
+    BrokerEndpoint, BrokerRegistration, IsrMember, MetadataImage, PartitionAssignment,
+    PartitionChange, PartitionImage, ProducerIdBlock, RejectReason, TopicImage, NO_LEADER,
+};
+pub use placement::{place, LiveBroker, PlacementError};
 pub use types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};

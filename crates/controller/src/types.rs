@@ -7,7 +7,9 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::{BrokerEndpoint, RejectReason};
+use crate::image::{
+    BrokerEndpoint, PartitionAssignment, PartitionChange, ProducerIdBlock, RejectReason,
+};
 
 /// A controller node's id (the `--node-id` of the node that runs it).
 pub type NodeId = u64;
@@ -47,25 +49,44 @@ pub enum MetadataRecord {
         rack: Option<String>,
     },
     /// The broker with this id and epoch may lead and join ISRs.
-    UnfenceBroker {
-        id: i32,
-        epoch: i64,
-    },
+    UnfenceBroker { id: i32, epoch: i64 },
     /// The broker with this id and epoch may not lead nor join ISRs.
-    FenceBroker {
-        id: i32,
-        epoch: i64,
-    },
+    FenceBroker { id: i32, epoch: i64 },
+    /// A new topic with its full replica assignment, placed by the active controller
+    /// before proposing (see [`crate::placement`]) so every node applies the same one.
+    /// Each partition's ISR is its unfenced replicas as of this record's place in the
+    /// log, and its leader the first of them.
     CreateTopic {
         name: String,
         /// Kafka's topic ID (a UUID), as its 16 bytes.
         id: [u8; 16],
-        partitions: u32,
+        /// One entry per partition, partition 0 first.
+        partitions: Vec<PartitionAssignment>,
         configs: BTreeMap<String, String>,
     },
-    DeleteTopic {
-        name: String,
+    /// Removes a topic and all its partitions.
+    DeleteTopic { name: String },
+    /// Adds partitions to a topic (Kafka's CreatePartitions), numbered from
+    /// `first_partition`, which must be the topic's current partition count: a record
+    /// computed from an older count is rejected instead of adding twice.
+    CreatePartitions {
+        topic: String,
+        topic_id: [u8; 16],
+        first_partition: u32,
+        partitions: Vec<PartitionAssignment>,
     },
+    /// Sets (`Some`) or removes (`None`) topic configs, as Kafka's ConfigRecord does; the
+    /// active controller resolves AlterConfigs and IncrementalAlterConfigs into this.
+    AlterTopicConfigs {
+        topic: String,
+        changes: BTreeMap<String, Option<String>>,
+    },
+    /// A new leader and ISR for one partition.
+    PartitionChange(PartitionChange),
+    /// Hands the next block of producer ids to a broker (Kafka's AllocateProducerIds).
+    /// The block is chosen when the record is applied, so two allocations proposed at
+    /// once still get different blocks.
+    AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
 }
 
 /// The state machine's answer to one applied log entry.
@@ -76,6 +97,8 @@ pub enum MetadataResponse {
     /// The record was committed but left the image unchanged, for this reason. Every node
     /// decides this identically, since it depends only on the image.
     Rejected(RejectReason),
+    /// An [`MetadataRecord::AllocateProducerIds`] was applied and handed out this block.
+    ProducerIds(ProducerIdBlock),
     /// A Raft-internal entry (blank or membership change).
     Internal,
 }
