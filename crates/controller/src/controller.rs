@@ -1,5 +1,6 @@
-//! One controller node put together: the sled stores, the `openraft::Raft` instance, and
-//! the tonic server for its Raft RPCs, started and stopped as a unit.
+//! One controller node put together: the sled stores, the `openraft::Raft` instance, the
+//! broker lifecycle task, and the tonic server for its Raft and lifecycle RPCs, started
+//! and stopped as a unit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,14 +10,15 @@ use std::time::Duration;
 
 use openraft::Raft;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::error::ControllerError;
+use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::network::NetworkFactory;
-use crate::server::RaftService;
+use crate::server::{LifecycleService, RaftService};
 use crate::store::{self, MetadataReader};
 use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
 
@@ -34,6 +36,8 @@ pub struct ControllerConfig {
     pub connect_timeout: Duration,
     /// Upper bound of one Raft RPC.
     pub rpc_timeout: Duration,
+    /// Broker session timing.
+    pub lifecycle: LifecycleConfig,
 }
 
 impl ControllerConfig {
@@ -51,6 +55,7 @@ impl ControllerConfig {
             raft,
             connect_timeout: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -60,6 +65,9 @@ pub struct Controller {
     node_id: NodeId,
     raft: Raft<TypeConfig>,
     metadata: MetadataReader,
+    lifecycle: Lifecycle,
+    stop_lifecycle: watch::Sender<bool>,
+    lifecycle_task: JoinHandle<()>,
     rpc_addr: SocketAddr,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -90,12 +98,23 @@ impl Controller {
         )
         .await?;
 
+        let lifecycle = Lifecycle::new(
+            config.node_id,
+            raft.clone(),
+            metadata.clone(),
+            config.lifecycle,
+        );
+        let (stop_lifecycle, lifecycle_stopped) = watch::channel(false);
+        let lifecycle_task = tokio::spawn(lifecycle.clone().run(lifecycle_stopped));
+
         let rpc_addr = listener.local_addr()?;
         let (stop_server, stopped) = oneshot::channel::<()>();
         let service = RaftService::new(raft.clone()).into_server();
+        let lifecycle_service = LifecycleService::new(lifecycle.clone()).into_server();
         let server = tokio::spawn(
             Server::builder()
                 .add_service(service)
+                .add_service(lifecycle_service)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;
                 }),
@@ -105,6 +124,9 @@ impl Controller {
             node_id: config.node_id,
             raft,
             metadata,
+            lifecycle,
+            stop_lifecycle,
+            lifecycle_task,
             rpc_addr,
             stop_server: Some(stop_server),
             server,
@@ -129,6 +151,11 @@ impl Controller {
         &self.metadata
     }
 
+    /// The broker lifecycle (for a transport that sees heartbeat connections break).
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
     /// Forms a new quorum with these voters. Call it once, on one node of a new cluster.
     pub async fn initialize(
         &self,
@@ -148,6 +175,15 @@ impl Controller {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
+        }
+        // Stop the lifecycle first, so it does not see Raft stop as a leadership change.
+        let _ = self.stop_lifecycle.send(true);
+        if tokio::time::timeout(SERVER_DRAIN, &mut self.lifecycle_task)
+            .await
+            .is_err()
+        {
+            // Stuck in a write that cannot commit: the Raft shutdown below ends it anyway.
+            self.lifecycle_task.abort();
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node_id = self.node_id, error = %e, "raft task ended abnormally");

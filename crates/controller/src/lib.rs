@@ -3,7 +3,9 @@
 //! cluster's [`MetadataImage`] (brokers, topics, partitions, producer ids), built by
 //! applying [`MetadataRecord`]s. [`placement`], [`election`] and [`delta`] are the pure
 //! functions around it: where new replicas go, which leadership changes fencing causes,
-//! and what a change means for one broker.
+//! and what a change means for one broker. [`heartbeat`] decides broker sessions (sans-io)
+//! and [`lifecycle`] registers, unfences and fences brokers through Raft on the active
+//! controller.
 //!
 //! Durability invariant: a vote or a log entry is reported saved to openraft only after
 //! sled has flushed it to disk (see [`store`]).
@@ -12,7 +14,9 @@ pub mod controller;
 pub mod delta;
 pub mod election;
 pub mod error;
+pub mod heartbeat;
 pub mod image;
+pub mod lifecycle;
 pub mod network;
 pub mod placement;
 pub mod proto;
@@ -23,9 +27,11 @@ pub mod types;
 pub use controller::{Controller, ControllerConfig};
 pub use delta::{broker_delta, BrokerDelta};
 pub use error::ControllerError;
+pub use heartbeat::{BrokerHeartbeatManager, HeartbeatConfig};
 pub use image::{
     BrokerEndpoint, BrokerRegistration, IsrMember, MetadataImage, PartitionAssignment,
     PartitionChange, PartitionImage, ProducerIdBlock, RejectReason, TopicImage, NO_LEADER,
 };
+pub use lifecycle::{Lifecycle, LifecycleConfig};
 pub use placement::{place, LiveBroker, PlacementError};
 pub use types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};

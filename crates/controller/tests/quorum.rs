@@ -17,6 +17,9 @@ use sluice_controller::{
 };
 use tokio::net::TcpListener;
 
+mod common;
+use common::wait_leader;
+
 const HEARTBEAT_MS: u64 = 100;
 const ELECTION_MIN_MS: u64 = 300;
 const ELECTION_MAX_MS: u64 = 600;
@@ -34,6 +37,10 @@ fn config(id: NodeId, dir: &Path) -> ControllerConfig {
     // the snapshot test exercises InstallSnapshot over the wire.
     config.raft.max_in_snapshot_log_to_keep = 0;
     config.raft.snapshot_max_chunk_size = 1024;
+    // These tests write broker records directly and no broker heartbeats: keep the
+    // active controller from fencing them (and moving leaderships) after a failover.
+    config.lifecycle.heartbeat.session_timeout_ms = 3_600_000;
+    config.lifecycle.heartbeat.loss_grace_ms = 3_600_000;
     config
 }
 
@@ -56,26 +63,6 @@ async fn start(id: NodeId, dir: &Path, addr: SocketAddr) -> Controller {
             }
             Err(e) => panic!("node {id} did not start: {e}"),
         }
-    }
-}
-
-/// Waits until every node agrees on one leader among them and returns its id.
-async fn wait_leader(nodes: &[&Controller], not: Option<NodeId>) -> NodeId {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let leaders: Vec<Option<NodeId>> = nodes
-            .iter()
-            .map(|n| n.raft().metrics().borrow().current_leader)
-            .collect();
-        if let Some(Some(leader)) = leaders.first() {
-            let agreed = leaders.iter().all(|l| *l == Some(*leader));
-            let member = nodes.iter().any(|n| n.node_id() == *leader);
-            if agreed && member && Some(*leader) != not {
-                return *leader;
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
