@@ -334,13 +334,6 @@ impl Coordinator {
         out
     }
 
-    /// The partitions this coordinator serves or is loading.
-    pub fn partitions(&self) -> Vec<i32> {
-        let mut v: Vec<i32> = self.shards.keys().copied().collect();
-        v.sort_unstable();
-        v
-    }
-
     /// Reports the outcome of an `Effect::Write`.
     pub fn write_done(
         &mut self,
@@ -658,11 +651,6 @@ impl Coordinator {
     /// Pending (MEMBER_ID_REQUIRED) members across all groups.
     pub fn pending_members(&self) -> usize {
         self.pending_total
-    }
-
-    /// The committed offset of one partition, for lag reporting.
-    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
-        self.group(group)?.offsets.get(topic)?.get(&partition)
     }
 }
 

@@ -27,7 +27,6 @@ pub use config::GroupConfig;
 pub use coordinator::{ClientInfo, Coordinator, Effect, Reply, ReplyId, WriteId};
 pub use error::GroupError;
 pub use group::GroupState;
-pub use offsets::PartitionExists;
 pub use records::{partition_for, CommittedOffset, KeyValue};
 
 /// The internal topic holding committed offsets and group metadata.

@@ -69,17 +69,6 @@ impl From<FetchedPartition> for OffsetFetchResponsePartitions {
     }
 }
 
-/// Whether a topic partition exists, as the broker's metadata says.
-pub trait PartitionExists {
-    fn exists(&self, topic: &str, partition: i32) -> bool;
-}
-
-impl<F: Fn(&str, i32) -> bool> PartitionExists for F {
-    fn exists(&self, topic: &str, partition: i32) -> bool {
-        self(topic, partition)
-    }
-}
-
 fn commit_response_with(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCommitResponse {
     OffsetCommitResponse {
         topics: req
@@ -103,12 +92,13 @@ fn commit_response_with(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCom
 
 impl Coordinator {
     /// OffsetCommit: answered once the offsets are written (`Reply::Commit`).
+    /// `partitions` says whether a topic partition exists, as the broker's metadata has it.
     pub fn offset_commit(
         &mut self,
         now: i64,
         req: OffsetCommitRequest,
         version: i16,
-        partitions: &dyn PartitionExists,
+        partitions: &dyn Fn(&str, i32) -> bool,
         reply: ReplyId,
     ) -> Vec<Effect> {
         let mut out = Out::new();
@@ -136,7 +126,7 @@ impl Coordinator {
         let mut records = Vec::new();
         for (t, rt) in req.topics.iter().zip(response.topics.iter_mut()) {
             for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
-                let code = if !partitions.exists(&t.name, p.partition_index) {
+                let code = if !partitions(&t.name, p.partition_index) {
                     ErrorCode::UnknownTopicOrPartition
                 } else if p
                     .committed_metadata
