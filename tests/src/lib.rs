@@ -154,7 +154,7 @@ fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
         .args(extra)
         .env(
             "SLUICE_LOG_LEVEL",
-            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -10,8 +10,9 @@ use sluice_protocol::error::ErrorCode;
 use sluice_protocol::frame::encode_request;
 use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
 use sluice_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
+    describe_quorum_request, ApiVersionsRequest, ApiVersionsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse,
 };
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::wire::{metadata, must_create, partition_count, topic_names};
@@ -37,6 +38,7 @@ const MATRIX: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::OffsetCommit, 0, 9),
     (ApiKey::OffsetFetch, 0, 9),
@@ -439,6 +441,54 @@ fn describe_cluster_v0_and_v1_endpoint_type() {
     assert_eq!(r.error_code, ErrorCode::UnsupportedEndpointType.code());
     assert!(r.error_message.is_some());
     assert!(r.brokers.is_empty());
+}
+
+#[test]
+fn describe_quorum_every_version_names_the_single_voter_as_leader() {
+    let node = Sluice::start(&[]);
+    let mut c = RawClient::connect(&node.addr);
+    must_create(&mut c, "dq", 1);
+    for v in 0..=2i16 {
+        let req = DescribeQuorumRequest {
+            topics: vec![
+                describe_quorum_request::TopicData {
+                    topic_name: "__cluster_metadata".into(),
+                    partitions: vec![describe_quorum_request::PartitionData { partition_index: 0 }],
+                },
+                describe_quorum_request::TopicData {
+                    topic_name: "nope".into(),
+                    partitions: vec![describe_quorum_request::PartitionData { partition_index: 0 }],
+                },
+            ],
+        };
+        let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &req);
+        assert_eq!(r.error_code, 0, "v{v}");
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_id), (0, 1), "v{v}");
+        assert!(p.leader_epoch >= 1, "v{v}: a term was won");
+        // Registration, unfencing and the topic at least, all committed and applied.
+        assert!(p.high_watermark >= 3, "v{v}: {}", p.high_watermark);
+        assert_eq!(p.current_voters.len(), 1, "v{v}");
+        assert_eq!(p.current_voters[0].replica_id, 1, "v{v}");
+        assert!(
+            p.current_voters[0].log_end_offset >= p.high_watermark,
+            "v{v}"
+        );
+        assert!(p.observers.is_empty(), "v{v}");
+        assert_eq!(
+            r.topics[1].partitions[0].error_code,
+            ErrorCode::UnknownTopicOrPartition.code(),
+            "v{v}"
+        );
+        if v >= 2 {
+            assert_eq!(
+                r.nodes.len(),
+                1,
+                "v{v}: the voter with its controller endpoint"
+            );
+            assert_eq!(r.nodes[0].node_id, 1);
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The node: configuration, identity, topics, and the background work (retention,
-//! compaction, flushing) that runs beside request handling.
+//! The node: configuration, identity, its place in the cluster, topics, and the
+//! background work (retention, compaction, flushing) that runs beside request handling.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, warn};
 
+use sluice_controller::{BrokerEndpoint, MetadataImage};
+
+use crate::cluster::{Cluster, SyncTarget};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::listeners::{self, Listener};
-use crate::topic_store::load_or_init_identity;
 use crate::topics::Topics;
 
 /// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
@@ -38,18 +40,22 @@ pub struct Broker {
     pub request_memory_kib: u32,
     /// The group coordinator for the `__consumer_offsets` partitions this node leads.
     pub groups: GroupService,
+    /// The metadata quorum as this node takes part in it.
+    pub cluster: Arc<Cluster>,
 }
 
 impl Broker {
-    /// Opens the data dir (creating it), checks the node identity and recovers every log.
+    /// Sets the node up over its data dir (already checked by [`crate::server::start`]):
+    /// the topic table starts empty and fills from the metadata once the sync task runs.
     /// `bound` holds the address each configured listener is bound to, in order.
-    pub fn open(config: BrokerConfig, bound: &[SocketAddr]) -> Result<Self, BrokerError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| BrokerError::io(&config.data_dir, e))?;
-        let cluster_id = load_or_init_identity(&config.data_dir, config.node_id)?;
-        let topics = Topics::open(&config.data_dir, config.log_defaults.clone(), now_ms())?;
+    pub fn open(
+        config: BrokerConfig,
+        cluster_id: String,
+        bound: &[SocketAddr],
+        cluster: Arc<Cluster>,
+    ) -> Result<Self, BrokerError> {
+        let topics = Topics::new(&config.data_dir, config.log_defaults.clone());
         let groups = GroupService::new(config.groups.clone());
-        groups.load_existing(&topics);
         let hostname = local_hostname();
         let listeners = config
             .listeners
@@ -68,7 +74,20 @@ impl Broker {
             request_memory: Arc::new(Semaphore::new(request_memory_kib as usize)),
             request_memory_kib,
             groups,
+            cluster,
         })
+    }
+
+    /// The advertised endpoints this broker registers with, one per listener.
+    pub fn advertised_endpoints(&self) -> Vec<BrokerEndpoint> {
+        self.listeners
+            .iter()
+            .map(|l| BrokerEndpoint {
+                listener: l.name.clone(),
+                host: l.host.clone(),
+                port: u16::try_from(l.port).unwrap_or(0),
+            })
+            .collect()
     }
 
     /// Retention, the log cleaner and the `flush.ms` / recovery-point flusher, until
@@ -169,6 +188,15 @@ impl Broker {
                 warn!(topic = %topic.name, partition = p.index, error = %e, "close failed");
             }
         });
+    }
+}
+
+impl SyncTarget for Broker {
+    fn follow_image(&self, image: &MetadataImage) {
+        let changes = self
+            .topics
+            .apply_image(image, self.config.node_id, now_ms());
+        self.groups.follow(&self.topics, &changes);
     }
 }
 

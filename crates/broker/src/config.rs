@@ -1,5 +1,6 @@
 //! The broker's own settings, as the `sluice` binary hands them over after parsing flags.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use sluice_group::GroupConfig;
@@ -52,6 +53,59 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: i64,
+    /// The metadata quorum and the broker's lifecycle in it.
+    pub cluster: ClusterConfig,
+}
+
+/// How the node takes part in the metadata quorum (KRaft's `controller.quorum.voters`,
+/// `broker.session.timeout.ms`, ...).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Controller RPC listener. `None`: the node's own `voters` address, or an ephemeral
+    /// port on 127.0.0.1 for a single node that talks to nobody.
+    pub rpc_listen: Option<String>,
+    /// Voter id -> `host:port` of its controller RPC listener. Empty: this node alone, a
+    /// one-voter quorum initialised on first start.
+    pub voters: BTreeMap<u64, String>,
+    /// Pins the cluster id; by default a single node picks a random one and a multi-node
+    /// cluster derives it from `voters`, so every node agrees without talking.
+    pub cluster_id: Option<String>,
+    /// `broker.session.timeout.ms`: a broker that has not heartbeated for this long is fenced.
+    pub session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// Fencing delay after a broker's heartbeat stream breaks (a crashed process).
+    pub heartbeat_loss_grace_ms: u64,
+    /// Raft election timeout range and leader heartbeat interval.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub raft_heartbeat_interval_ms: u64,
+    /// A snapshot is taken after this many log entries since the last one (the log
+    /// before it is then purged).
+    pub snapshot_max_log_entries: u64,
+    /// How long an admin write may wait for the quorum before REQUEST_TIMED_OUT.
+    pub admin_timeout_ms: u64,
+    /// How long a clean shutdown waits for the controller to move leadership away.
+    pub controlled_shutdown_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            rpc_listen: None,
+            voters: BTreeMap::new(),
+            cluster_id: None,
+            session_timeout_ms: 9_000,
+            heartbeat_interval_ms: 500,
+            heartbeat_loss_grace_ms: 500,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            raft_heartbeat_interval_ms: 60,
+            snapshot_max_log_entries: 5_000,
+            admin_timeout_ms: 30_000,
+            controlled_shutdown_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -85,6 +139,7 @@ impl BrokerConfig {
             queued_max_request_bytes: 512 * 1024 * 1024,
             groups: GroupConfig::default(),
             offsets_topic_segment_bytes: 104_857_600,
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -18,9 +18,10 @@ use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::admin::NewTopic;
 use crate::broker::{now_ms, Broker};
 use crate::partition::Partition;
-use crate::topics::{Topic, Topics};
+use crate::topics::{LeadershipChange, Topics};
 
 /// How often the coordinator's timers (session, rebalance and join deadlines, offset
 /// expiry) are evaluated; the resolution of every group timeout.
@@ -57,10 +58,19 @@ impl GroupService {
         }
     }
 
-    /// Takes over every partition of an existing offsets topic (node start).
-    pub fn load_existing(&self, topics: &Topics) {
+    /// Follows leadership of `__consumer_offsets` partitions: the coordinator loads the
+    /// groups of each partition this node starts leading and gives up those it stops
+    /// leading (their members are told NOT_COORDINATOR and look it up again).
+    pub fn follow(&self, topics: &Topics, changes: &[LeadershipChange]) {
+        let mut offsets = changes
+            .iter()
+            .filter(|c| c.topic == OFFSETS_TOPIC)
+            .peekable();
+        if offsets.peek().is_none() {
+            return;
+        }
         if let Some(topic) = topics.get(OFFSETS_TOPIC) {
-            let existing = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            let existing = topic.partition_count();
             let mut inner = self.inner.lock();
             if existing != inner.coordinator.config().offsets_partitions {
                 warn!(
@@ -70,13 +80,23 @@ impl GroupService {
                 );
                 inner.coordinator.set_offsets_partitions(existing);
             }
-            drop(inner);
-            self.load_topic(&topic);
+        }
+        for change in offsets {
+            match &change.now_leading {
+                Some(p) => self.load_partition(p),
+                None => {
+                    let mut inner = self.inner.lock();
+                    let effects = inner.coordinator.unload(change.partition);
+                    execute(&mut inner, topics, effects);
+                    info!(partition = change.partition, "gave up group coordination");
+                }
+            }
         }
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet (on the first group
-    /// lookup, as Kafka does) and serves its partitions. Blocking: creation makes files.
+    /// lookup, as Kafka does). Blocking: it waits for the metadata quorum, and this
+    /// node then opens the partitions it was given.
     pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), ErrorCode> {
         if broker.topics.get(OFFSETS_TOPIC).is_some() {
             return Ok(());
@@ -89,16 +109,23 @@ impl GroupService {
         );
         overrides.insert("compression.type".to_string(), "producer".to_string());
         let partitions = broker.config.groups.offsets_partitions;
-        match broker
-            .topics
-            .create(OFFSETS_TOPIC, partitions, overrides, false, now_ms())
-        {
-            Ok(topic) => {
-                info!(partitions, "created {OFFSETS_TOPIC}");
-                self.load_topic(&topic);
+        // Kafka's offsets.topic.replication.factor (3), capped at the live brokers so a
+        // smaller cluster (or the single-node default) can still run groups.
+        let live = broker.cluster.image().live_brokers().len();
+        let rf = i16::try_from(live.clamp(1, 3)).unwrap_or(1);
+        let spec = NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions,
+            replication_factor: rf,
+            assignment: None,
+            overrides,
+        };
+        match broker.create_topic(spec, false) {
+            Ok(_) => {
+                info!(partitions, rf, "created {OFFSETS_TOPIC}");
                 Ok(())
             }
-            // Another request created it meanwhile, and loaded it.
+            // Another request created it meanwhile.
             Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(()),
             Err(e) => {
                 warn!(error = %e.message, "cannot create {OFFSETS_TOPIC}");
@@ -110,12 +137,6 @@ impl GroupService {
     /// The offsets partition of a group: its leader is the group's coordinator.
     pub fn partition_for(&self, group: &str) -> i32 {
         self.inner.lock().coordinator.partition_for(group)
-    }
-
-    fn load_topic(&self, topic: &Topic) {
-        for p in &topic.partitions {
-            self.load_partition(p);
-        }
     }
 
     /// Replays one offsets partition into the coordinator, up to its high watermark.

@@ -5,7 +5,9 @@
 //! each `partition`'s log from `sluice-storage`; `groups` runs the group coordinator of
 //! `sluice-group` over the `__consumer_offsets` topic.
 
+pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;

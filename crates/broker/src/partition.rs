@@ -2,20 +2,22 @@
 //! that parked fetches wait on.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use sluice_storage::{AppendInfo, LogConfig, PartitionLog, StorageError};
 use tokio::sync::watch;
 
 use crate::topic_config::TopicConfig;
 
-/// A partition this node leads. On a single node the high watermark is the log end
-/// offset right after each append; replication (later) moves it separately.
+/// A partition replica this node hosts. Until replication exists the high watermark is
+/// the log end offset right after each append on the leader.
 #[derive(Debug)]
 pub struct Partition {
     pub index: i32,
     pub log: PartitionLog,
-    /// The current leader epoch, stamped into every batch this leader appends.
-    pub leader_epoch: i32,
+    /// The current leader epoch from the metadata image, stamped into every batch this
+    /// node appends as leader and checked against clients' `current_leader_epoch`.
+    leader_epoch: AtomicI32,
     /// Publishes the high watermark. A fetch parked for `min_bytes` subscribes and wakes
     /// on the next change: event-driven, no timer polling.
     hw: watch::Sender<i64>,
@@ -58,7 +60,7 @@ impl Partition {
         Ok(Self {
             index,
             log,
-            leader_epoch: 0,
+            leader_epoch: AtomicI32::new(0),
             hw,
         })
     }
@@ -67,7 +69,7 @@ impl Partition {
     pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
         let info = self
             .log
-            .append_as_leader(batches, self.leader_epoch, now_ms)?;
+            .append_as_leader(batches, self.leader_epoch(), now_ms)?;
         // Two connections appending to one partition can get here in either order; the
         // watermark only moves forward, or acknowledged records would hide from
         // consumers until the next append.
@@ -80,6 +82,15 @@ impl Partition {
             advanced
         });
         Ok(info)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Follows the metadata image's leader epoch for this partition.
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
     }
 
     pub fn high_watermark(&self) -> i64 {

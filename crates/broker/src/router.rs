@@ -151,11 +151,12 @@ async fn dispatch(
     }
     let b = broker;
     match api {
-        ApiKey::Metadata => respond(
-            api,
-            &header,
-            &handlers::metadata::handle(b, decode(&mut body, v)?, v, conn.listener),
-        ),
+        ApiKey::Metadata => {
+            let req = decode(&mut body, v)?;
+            let (b, listener) = (b.clone(), conn.listener);
+            let resp = blocking(move || handlers::metadata::handle(&b, req, v, listener)).await?;
+            respond(api, &header, &resp)
+        }
         ApiKey::Produce => match handlers::produce::handle(b, decode(&mut body, v)?, v).await? {
             Some(resp) => respond(api, &header, &resp),
             None => Ok(None),
@@ -296,6 +297,11 @@ async fn dispatch(
             let resp = handlers::delete_groups::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::DescribeQuorum => respond(
+            api,
+            &header,
+            &handlers::describe_quorum::handle(b, decode(&mut body, v)?, v),
+        ),
         ApiKey::DescribeLogDirs => respond(
             api,
             &header,

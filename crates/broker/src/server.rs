@@ -9,10 +9,15 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::broker::Broker;
+use crate::cluster::{bootstrap, Cluster};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::topic_store::load_or_init_identity;
+
+/// The controller's store, inside the data dir (not named like a partition directory).
+pub const CONTROLLER_DIR: &str = "controller";
 
 /// A started node: its (first listener's) bound address and a handle to stop it.
 #[derive(Debug)]
@@ -21,18 +26,26 @@ pub struct RunningServer {
     pub broker: Arc<Broker>,
     shutdown: broadcast::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    sync: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Stops accepting, ends every connection, waits for their tasks, then flushes and
-    /// closes every log so the next start needs no recovery scan.
+    /// Controlled shutdown first (the controller moves this broker's leaderships away
+    /// while clients can still ask it where they went), then stops accepting, ends every
+    /// connection, waits for their tasks, flushes and closes every log so the next start
+    /// needs no recovery scan, and stops the controller node.
     pub async fn shutdown(self) {
+        self.broker.cluster.leave().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        self.sync.abort();
+        let _ = self.sync.await;
+        self.broker.cluster.shutdown().await;
     }
 }
 
-/// Binds every listener, opens the data dir and starts serving.
+/// Binds every listener, opens the data dir, joins the metadata quorum and starts
+/// serving once the controller has unfenced this broker.
 pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let mut bound = Vec::new();
     for l in &config.listeners {
@@ -48,14 +61,51 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let local_addr = *addrs
         .first()
         .ok_or_else(|| BrokerError::Address("no listener configured".into()))?;
-    // Recovery reads and checks every log: off the async threads, and unlike
-    // block_in_place this works on a current-thread runtime too.
-    let open_addrs = addrs.clone();
-    let broker = Arc::new(
-        tokio::task::spawn_blocking(move || Broker::open(config, &open_addrs))
-            .await
-            .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))??,
+    let data_dir = config.data_dir.clone();
+    let node_id = config.node_id;
+    let expected = bootstrap::expected_cluster_id(&config.cluster);
+    let cluster_id = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&data_dir).map_err(|e| BrokerError::io(&data_dir, e))?;
+        load_or_init_identity(&data_dir, node_id, expected.as_deref())
+    })
+    .await
+    .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))??;
+    let own_voter_addr = u64::try_from(node_id)
+        .ok()
+        .and_then(|id| config.cluster.voters.get(&id).cloned());
+    // A single node's quorum talks to nobody: any free port will do.
+    let rpc_bind = config
+        .cluster
+        .rpc_listen
+        .clone()
+        .or(own_voter_addr)
+        .unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let rpc_listener = TcpListener::bind(&rpc_bind)
+        .await
+        .map_err(|e| BrokerError::Address(format!("{rpc_bind} (controller RPC): {e}")))?;
+    let cluster = Arc::new(
+        Cluster::start(
+            node_id,
+            &config.cluster,
+            &config.data_dir.join(CONTROLLER_DIR),
+            rpc_listener,
+        )
+        .await?,
     );
+    let rack = config.rack.clone();
+    let broker = Arc::new(Broker::open(config, cluster_id, &addrs, cluster.clone())?);
+    cluster.register(broker.advertised_endpoints(), rack);
+    // Logs are recovered as the first image is followed (on the blocking pool).
+    let sync = cluster.spawn_sync(broker.clone());
+    cluster.wait_unfenced().await;
+    // Only now is the image known to hold every topic that existed before this start
+    // (the controller unfences a broker once it has caught up): directories of topics
+    // deleted meanwhile, or of an interrupted delete, can go. Before this point a
+    // directory missing from the image may just not have been replayed yet.
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.topics.remove_strays(b.config.node_id))
+        .await
+        .map_err(|e| BrokerError::Metadata(format!("startup task failed: {e}")))?;
     let (shutdown, _) = broadcast::channel(1);
     let background = {
         let logs = broker.spawn_background(shutdown.subscribe());
@@ -100,6 +150,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         broker,
         shutdown,
         task,
+        sync,
     })
 }
 

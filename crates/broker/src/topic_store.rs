@@ -126,8 +126,13 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> Result<(), BrokerError> {
 }
 
 /// Reads or creates `meta.properties` (cluster id and node id), refusing a data dir that
-/// belongs to another node.
-pub fn load_or_init_identity(data_dir: &Path, node_id: i32) -> Result<String, BrokerError> {
+/// belongs to another node or, when `expected` names the cluster this node is configured
+/// for, to another cluster. A new file records `expected`, or a random id if none.
+pub fn load_or_init_identity(
+    data_dir: &Path,
+    node_id: i32,
+    expected: Option<&str>,
+) -> Result<String, BrokerError> {
     let path = data_dir.join("meta.properties");
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -150,10 +155,21 @@ pub fn load_or_init_identity(data_dir: &Path, node_id: i32) -> Result<String, Br
                     node
                 )));
             }
+            if let Some(expected) = expected.filter(|e| *e != cluster) {
+                return Err(BrokerError::Metadata(format!(
+                    "{} belongs to cluster {cluster}, but this node is configured for cluster \
+                     {expected} (--cluster-id, or derived from --voters); refusing to start \
+                     rather than mix two clusters' data",
+                    path.display()
+                )));
+            }
             Ok(cluster)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cluster = Uuid(*uuid::Uuid::new_v4().as_bytes()).to_string();
+            let cluster = match expected {
+                Some(id) => id.to_string(),
+                None => Uuid(*uuid::Uuid::new_v4().as_bytes()).to_string(),
+            };
             let body = format!("version=1\ncluster.id={cluster}\nnode.id={node_id}\n");
             write_atomically(&path, body.as_bytes())?;
             Ok(cluster)
@@ -186,8 +202,14 @@ mod tests {
     #[test]
     fn identity_is_stable_and_guards_the_node_id() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_init_identity(dir.path(), 1).unwrap();
-        assert_eq!(load_or_init_identity(dir.path(), 1).unwrap(), first);
-        assert!(load_or_init_identity(dir.path(), 2).is_err());
+        let first = load_or_init_identity(dir.path(), 1, None).unwrap();
+        assert_eq!(load_or_init_identity(dir.path(), 1, None).unwrap(), first);
+        assert_eq!(
+            load_or_init_identity(dir.path(), 1, Some(&first)).unwrap(),
+            first
+        );
+        assert!(load_or_init_identity(dir.path(), 2, None).is_err());
+        let err = load_or_init_identity(dir.path(), 1, Some("another")).unwrap_err();
+        assert!(err.to_string().contains("belongs to cluster"), "{err}");
     }
 }

@@ -1,16 +1,20 @@
-//! The topic table: which topics exist, their IDs, configs and partitions, and the admin
-//! operations that change it (create, delete, add partitions, alter configs).
+//! The topic table: this node's view of the metadata image's topics (IDs, configs,
+//! partition leadership) plus the replicas it hosts, and the checks admin requests get
+//! before they are turned into metadata records.
 //!
+//! The table changes only by [`Topics::apply_image`], which the cluster's sync task calls
+//! with each newly applied metadata image: it opens the replicas this node is assigned,
+//! applies config changes, moves leadership, and deletes what the image no longer has.
 //! Readers (produce, fetch, metadata) take an `Arc<Topic>` snapshot under a brief read
-//! lock; admin changes are serialized by one mutex, persisted through [`TopicStore`]
-//! before they take effect, and swap in new `Arc<Topic>` values (copy on write), so a
-//! request never sees a half-changed topic.
+//! lock; each change swaps in new `Arc<Topic>` values (copy on write), so a request never
+//! sees a half-changed topic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use sluice_controller::{MetadataImage, TopicImage};
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use tracing::{info, warn};
@@ -18,7 +22,6 @@ use tracing::{info, warn};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config::{validate_topic_config, BrokerLogDefaults, TopicConfig};
-use crate::topic_store::{TopicRecord, TopicStore};
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -31,29 +34,77 @@ pub struct Topic {
     pub id: Uuid,
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Every partition of the topic, indexed by partition id, hosted here or not.
+    pub partitions: Vec<PartitionState>,
+}
+
+/// One partition as the metadata image describes it, with this node's replica if it
+/// hosts one.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    pub index: i32,
+    /// The leader's broker id, or -1 when the partition is offline.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// This node's replica, if it is one of `replicas`.
+    pub replica: Option<Arc<Partition>>,
+    /// Whether this node is the leader (then `replica` is set).
+    pub led_here: bool,
 }
 
 impl Topic {
+    /// This node's replica of partition `index` if this node leads it: the one replica
+    /// that serves produce, fetch and offset lookups.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        self.lookup(index).ok()
+    }
+
+    /// Like [`Topic::partition`], with the error a client gets otherwise: a partition
+    /// the topic does not have is UNKNOWN_TOPIC_OR_PARTITION, one led elsewhere (or by
+    /// nobody) NOT_LEADER_OR_FOLLOWER, so the client refreshes its metadata.
+    pub fn lookup(&self, index: i32) -> Result<&Arc<Partition>, ErrorCode> {
+        let state = self
+            .state(index)
+            .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        match (&state.replica, state.led_here) {
+            (Some(replica), true) => Ok(replica),
+            _ => Err(ErrorCode::NotLeaderOrFollower),
+        }
+    }
+
+    /// Partition `index`'s metadata, whoever hosts it.
+    pub fn state(&self, index: i32) -> Option<&PartitionState> {
         usize::try_from(index)
             .ok()
             .and_then(|i| self.partitions.get(i))
     }
+
+    pub fn partition_count(&self) -> i32 {
+        i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
+    }
+
+    /// The replicas this node hosts.
+    pub fn hosted(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().filter_map(|p| p.replica.as_ref())
+    }
+
     pub fn is_internal(&self) -> bool {
         matches!(
             self.name.as_str(),
             "__consumer_offsets" | "__transaction_state"
         )
     }
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            id: self.id,
-            partitions: self.partitions.len() as i32,
-            configs: self.overrides.clone(),
-        }
-    }
+}
+
+/// A leadership this node gained or lost in one [`Topics::apply_image`] call.
+#[derive(Debug, Clone)]
+pub struct LeadershipChange {
+    pub topic: String,
+    pub partition: i32,
+    /// The replica, when this node now leads it; `None` when it no longer does.
+    pub now_leading: Option<Arc<Partition>>,
 }
 
 /// An admin operation's failure, answered as a Kafka error code plus message.
@@ -108,14 +159,13 @@ struct Table {
     by_id: HashMap<Uuid, Arc<Topic>>,
 }
 
-/// All topics of this node.
+/// All topics of the cluster as this node last applied them.
 pub struct Topics {
     data_dir: PathBuf,
     defaults: BrokerLogDefaults,
     table: RwLock<Table>,
-    /// Serializes admin changes so the metadata file and the table change in one order.
-    admin: Mutex<()>,
-    store: TopicStore,
+    /// Serializes [`Topics::apply_image`] calls.
+    apply: Mutex<()>,
 }
 
 impl std::fmt::Debug for Topics {
@@ -131,27 +181,14 @@ pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
 }
 
 impl Topics {
-    /// Loads the topic table and opens (recovering if needed) every partition log.
-    pub fn open(
-        data_dir: &Path,
-        defaults: BrokerLogDefaults,
-        now_ms: i64,
-    ) -> Result<Self, BrokerError> {
-        let store = TopicStore::new(data_dir);
-        let mut table = Table::default();
-        for rec in store.load()? {
-            let topic = Arc::new(open_topic(data_dir, &defaults, rec, now_ms)?);
-            table.by_id.insert(topic.id, topic.clone());
-            table.by_name.insert(topic.name.clone(), topic);
-        }
-        remove_stray_partitions(data_dir, &table);
-        Ok(Self {
+    /// An empty table over `data_dir`; the first [`Topics::apply_image`] fills it.
+    pub fn new(data_dir: &Path, defaults: BrokerLogDefaults) -> Self {
+        Self {
             data_dir: data_dir.to_path_buf(),
             defaults,
-            table: RwLock::new(table),
-            admin: Mutex::new(()),
-            store,
-        })
+            table: RwLock::new(Table::default()),
+            apply: Mutex::new(()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -183,18 +220,15 @@ impl Topics {
         &self.defaults
     }
 
-    /// Creates a topic (or, with `validate_only`, checks that it could be created).
-    pub fn create(
+    /// Checks that a topic could be created as asked (Kafka's order: an existing name
+    /// first, then the name's form, collisions, the partition count and the configs),
+    /// returning its effective config.
+    pub fn check_new(
         &self,
         name: &str,
         partitions: i32,
-        overrides: BTreeMap<String, String>,
-        validate_only: bool,
-        now_ms: i64,
-    ) -> Result<Arc<Topic>, AdminError> {
-        validate_topic_name(name)?;
-        let _guard = self.admin.lock();
-        // As Kafka: an existing topic is reported before anything else is checked.
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig, AdminError> {
         {
             let table = self.table.read();
             if table.by_name.contains_key(name) {
@@ -203,6 +237,7 @@ impl Topics {
                     format!("Topic '{name}' already exists."),
                 ));
             }
+            validate_topic_name(name)?;
             let key = collision_key(name);
             if let Some(other) = table.by_name.keys().find(|n| collision_key(n) == key) {
                 return Err(AdminError::new(
@@ -217,73 +252,13 @@ impl Topics {
                 format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
             ));
         }
-        let config = self.validated_config(&overrides)?;
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.to_string(),
-                id: Uuid::ZERO,
-                overrides,
-                config,
-                partitions: Vec::new(),
-            }));
-        }
-        let rec = TopicRecord {
-            name: name.to_string(),
-            id: Uuid(*uuid::Uuid::new_v4().as_bytes()),
-            partitions,
-            configs: overrides,
-        };
-        self.persist_with(Some(&rec), None)?;
-        let topic = match open_topic(&self.data_dir, &self.defaults, rec, now_ms) {
-            Ok(t) => Arc::new(t),
-            Err(e) => {
-                // Take the record back so a restart does not trip over a topic whose
-                // partitions could not be opened.
-                if let Err(undo) = self.persist_with(None, Some(name)) {
-                    warn!(topic = %name, error = %undo.message, "could not undo a failed topic creation");
-                }
-                return Err(AdminError::new(ErrorCode::KafkaStorageError, e.to_string()));
-            }
-        };
-        let mut table = self.table.write();
-        table.by_id.insert(topic.id, topic.clone());
-        table.by_name.insert(topic.name.clone(), topic.clone());
-        info!(topic = %topic.name, id = %topic.id, partitions, "created topic");
-        Ok(topic)
+        self.validated_config(overrides)
     }
 
-    /// Deletes a topic and its data. Parked fetches on it are woken to notice.
-    pub fn delete(&self, name: &str) -> Result<Uuid, AdminError> {
-        let _guard = self.admin.lock();
+    /// Checks that `name` may grow to `total` partitions, returning the topic.
+    pub fn check_add_partitions(&self, name: &str, total: i32) -> Result<Arc<Topic>, AdminError> {
         let topic = self.existing(name)?;
-        self.persist_with(None, Some(name))?;
-        {
-            let mut table = self.table.write();
-            table.by_name.remove(name);
-            table.by_id.remove(&topic.id);
-        }
-        for p in &topic.partitions {
-            p.notify();
-            let dir = partition_dir(&self.data_dir, name, p.index);
-            if let Err(e) = delete_dir(&dir) {
-                warn!(dir = %dir.display(), error = %e, "could not remove deleted partition; it is removed at the next start");
-            }
-        }
-        info!(topic = %name, "deleted topic");
-        Ok(topic.id)
-    }
-
-    /// Raises the partition count of a topic to `total`.
-    pub fn add_partitions(
-        &self,
-        name: &str,
-        total: i32,
-        validate_only: bool,
-        now_ms: i64,
-    ) -> Result<(), AdminError> {
-        let _guard = self.admin.lock();
-        let topic = self.existing(name)?;
-        let current = topic.partitions.len() as i32;
+        let current = topic.partition_count();
         if total < current {
             return Err(AdminError::new(
                 ErrorCode::InvalidPartitions,
@@ -302,67 +277,12 @@ impl Topics {
                 format!("Number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}"),
             ));
         }
-        if validate_only {
-            return Ok(());
-        }
-        let mut rec = topic.record();
-        rec.partitions = total;
-        self.persist_with(Some(&rec), None)?;
-        let mut partitions = topic.partitions.clone();
-        for index in current..total {
-            let dir = partition_dir(&self.data_dir, name, index);
-            let p = Partition::open(&dir, index, &topic.config, now_ms)
-                .map_err(|e| AdminError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-            write_partition_metadata(&dir, &topic.id)
-                .map_err(|e| AdminError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-            partitions.push(Arc::new(p));
-        }
-        self.swap(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides: topic.overrides.clone(),
-            config: topic.config.clone(),
-            partitions,
-        });
-        Ok(())
-    }
-
-    /// Changes a topic's config overrides: `change` maps the current overrides to the
-    /// new set under the admin lock (so concurrent incremental changes never lose one),
-    /// then everything is validated before anything is stored.
-    pub fn update_overrides(
-        &self,
-        name: &str,
-        validate_only: bool,
-        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
-    ) -> Result<(), AdminError> {
-        let _guard = self.admin.lock();
-        let topic = self.existing(name)?;
-        let overrides = change(&topic.overrides)?;
-        let config = self.validated_config(&overrides)?;
-        if validate_only {
-            return Ok(());
-        }
-        let mut rec = topic.record();
-        rec.configs = overrides.clone();
-        self.persist_with(Some(&rec), None)?;
-        for p in &topic.partitions {
-            p.apply_config(&config)
-                .map_err(|e| AdminError::new(ErrorCode::InvalidConfig, e.to_string()))?;
-        }
-        self.swap(Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides,
-            config,
-            partitions: topic.partitions.clone(),
-        });
-        Ok(())
+        Ok(topic)
     }
 
     /// Checks every override and the storage settings they produce, so that nothing
     /// stored can later stop a partition from opening.
-    fn validated_config(
+    pub fn validated_config(
         &self,
         overrides: &BTreeMap<String, String>,
     ) -> Result<TopicConfig, AdminError> {
@@ -377,74 +297,194 @@ impl Topics {
         Ok(config)
     }
 
-    fn swap(&self, topic: Topic) {
-        let topic = Arc::new(topic);
-        let mut table = self.table.write();
-        table.by_id.insert(topic.id, topic.clone());
-        table.by_name.insert(topic.name.clone(), topic);
-    }
-
-    /// Writes the table as it will be after upserting `upsert` and removing `remove`.
-    fn persist_with(
+    /// Makes the table follow `image`: opens the replicas assigned to `node` (recovering
+    /// their logs), applies config changes, moves leadership and deletes topics the image
+    /// no longer has (or has under a new ID). Blocking: it opens and removes files.
+    /// Returns the leaderships `node` gained or lost.
+    pub fn apply_image(
         &self,
-        upsert: Option<&TopicRecord>,
-        remove: Option<&str>,
-    ) -> Result<(), AdminError> {
-        let table = self.table.read();
-        let mut records: BTreeMap<String, TopicRecord> = table
-            .by_name
-            .values()
-            .map(|t| (t.name.clone(), t.record()))
-            .collect();
-        drop(table);
-        if let Some(name) = remove {
-            records.remove(name);
+        image: &MetadataImage,
+        node: i32,
+        now_ms: i64,
+    ) -> Vec<LeadershipChange> {
+        let _apply = self.apply.lock();
+        let mut changes = Vec::new();
+        let old: Vec<Arc<Topic>> = self.all();
+        // Deletions first, so a topic re-created under its old name starts clean.
+        for topic in &old {
+            let live = image
+                .topic(&topic.name)
+                .is_some_and(|t| Uuid(t.id) == topic.id);
+            if !live {
+                self.remove(topic, &mut changes);
+            }
         }
-        if let Some(rec) = upsert {
-            records.insert(rec.name.clone(), rec.clone());
+        for t in image.topics() {
+            let current = self.get(&t.name).filter(|c| c.id == Uuid(t.id));
+            let topic = self.follow(current.as_deref(), t, node, now_ms, &mut changes);
+            let topic = Arc::new(topic);
+            let mut table = self.table.write();
+            table.by_id.insert(topic.id, topic.clone());
+            table.by_name.insert(topic.name.clone(), topic);
         }
-        self.store
-            .save(records.values())
-            .map_err(|e| AdminError::new(ErrorCode::KafkaStorageError, e.to_string()))
+        changes
     }
 
-    /// Runs `f` over every hosted partition (retention, flushing, shutdown).
+    /// The new state of one topic: `current` (if this node already has it) brought to
+    /// the image's `t`.
+    fn follow(
+        &self,
+        current: Option<&Topic>,
+        t: &TopicImage,
+        node: i32,
+        now_ms: i64,
+        changes: &mut Vec<LeadershipChange>,
+    ) -> Topic {
+        let id = Uuid(t.id);
+        // Configs were validated before they were written; a value this node cannot use
+        // (another version's defaults) falls back to the defaults rather than stopping it.
+        let config = self.validated_config(&t.configs).unwrap_or_else(|e| {
+            warn!(topic = %t.name, error = %e.message, "ignoring topic configs this node cannot apply");
+            self.defaults.effective(&BTreeMap::new())
+        });
+        let config_changed = current.is_some_and(|c| c.overrides != t.configs);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for (i, p) in t.partitions.iter().enumerate() {
+            let index = i32::try_from(i).unwrap_or(i32::MAX);
+            let before = current.and_then(|c| c.state(index));
+            let hosted = p.replicas.contains(&node);
+            let replica = match (hosted, before.and_then(|b| b.replica.clone())) {
+                (true, Some(replica)) => {
+                    if config_changed {
+                        if let Err(e) = replica.apply_config(&config) {
+                            warn!(topic = %t.name, partition = index, error = %e, "cannot apply topic config");
+                        }
+                    }
+                    Some(replica)
+                }
+                (true, None) => match self.open_replica(&t.name, &id, index, &config, now_ms) {
+                    Ok(replica) => Some(Arc::new(replica)),
+                    Err(e) => {
+                        warn!(topic = %t.name, partition = index, error = %e, "cannot open replica; it stays offline here");
+                        None
+                    }
+                },
+                (false, Some(replica)) => {
+                    // Reassigned away: this node no longer holds the partition.
+                    self.drop_replica(&t.name, &replica);
+                    None
+                }
+                (false, None) => None,
+            };
+            let led_here = p.leader == node && replica.is_some();
+            if let Some(r) = &replica {
+                r.set_leader_epoch(p.leader_epoch);
+            }
+            let was_leading = before.is_some_and(|b| b.led_here);
+            if led_here != was_leading {
+                changes.push(LeadershipChange {
+                    topic: t.name.clone(),
+                    partition: index,
+                    now_leading: if led_here { replica.clone() } else { None },
+                });
+            }
+            if !led_here {
+                // Parked fetches on a former leader re-check and fail over.
+                if let Some(r) = &replica {
+                    r.notify();
+                }
+            }
+            partitions.push(PartitionState {
+                index,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                replica,
+                led_here,
+            });
+        }
+        if current.is_none() {
+            info!(topic = %t.name, id = %id, partitions = partitions.len(), "topic added");
+        }
+        Topic {
+            name: t.name.clone(),
+            id,
+            overrides: t.configs.clone(),
+            config,
+            partitions,
+        }
+    }
+
+    fn open_replica(
+        &self,
+        topic: &str,
+        id: &Uuid,
+        index: i32,
+        config: &TopicConfig,
+        now_ms: i64,
+    ) -> Result<Partition, BrokerError> {
+        let dir = partition_dir(&self.data_dir, topic, index);
+        // A directory left by an earlier topic of the same name (a delete that could
+        // not finish) must never be served as this topic's data.
+        if read_partition_metadata(&dir).is_some_and(|old| old != id.to_string()) {
+            warn!(dir = %dir.display(), "removing a partition directory of an older topic with this name");
+            delete_dir(&dir).map_err(|e| BrokerError::io(&dir, e))?;
+        }
+        let p = Partition::open(&dir, index, config, now_ms)?;
+        write_partition_metadata(&dir, id)?;
+        Ok(p)
+    }
+
+    /// Forgets a topic and deletes its replicas' data. Parked fetches are woken to notice.
+    fn remove(&self, topic: &Topic, changes: &mut Vec<LeadershipChange>) {
+        {
+            let mut table = self.table.write();
+            table.by_name.remove(&topic.name);
+            table.by_id.remove(&topic.id);
+        }
+        for p in &topic.partitions {
+            if p.led_here {
+                changes.push(LeadershipChange {
+                    topic: topic.name.clone(),
+                    partition: p.index,
+                    now_leading: None,
+                });
+            }
+            if let Some(replica) = &p.replica {
+                self.drop_replica(&topic.name, replica);
+            }
+        }
+        info!(topic = %topic.name, "deleted topic");
+    }
+
+    fn drop_replica(&self, topic: &str, replica: &Partition) {
+        replica.notify();
+        if let Err(e) = replica.log.close() {
+            warn!(topic, partition = replica.index, error = %e, "close before delete failed");
+        }
+        let dir = partition_dir(&self.data_dir, topic, replica.index);
+        if let Err(e) = delete_dir(&dir) {
+            warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition; it is removed at the next start");
+        }
+    }
+
+    /// Removes partition directories no topic of the table owns (a crash during a
+    /// delete, a topic deleted while this node was down). Call only once the table
+    /// holds every topic that existed before this start (the broker is unfenced).
+    pub fn remove_strays(&self, node: i32) {
+        let table = self.table.read();
+        remove_stray_partitions(&self.data_dir, &table, node);
+    }
+
+    /// Runs `f` over every hosted replica (retention, flushing, shutdown).
     pub fn for_each_partition(&self, mut f: impl FnMut(&Topic, &Partition)) {
         for topic in self.all() {
-            for p in &topic.partitions {
+            for p in topic.hosted() {
                 f(&topic, p);
             }
         }
     }
-}
-
-fn open_topic(
-    data_dir: &Path,
-    defaults: &BrokerLogDefaults,
-    rec: TopicRecord,
-    now_ms: i64,
-) -> Result<Topic, BrokerError> {
-    let config = defaults.effective(&rec.configs);
-    let mut partitions = Vec::with_capacity(rec.partitions.max(0) as usize);
-    for index in 0..rec.partitions {
-        let dir = partition_dir(data_dir, &rec.name, index);
-        // A directory left by an earlier topic of the same name (a delete that could
-        // not finish) must never be served as this topic's data.
-        if read_partition_metadata(&dir).is_some_and(|id| id != rec.id.to_string()) {
-            warn!(dir = %dir.display(), "removing a partition directory of an older topic with this name");
-            delete_dir(&dir).map_err(|e| BrokerError::io(&dir, e))?;
-        }
-        let p = Partition::open(&dir, index, &config, now_ms)?;
-        write_partition_metadata(&dir, &rec.id)?;
-        partitions.push(Arc::new(p));
-    }
-    Ok(Topic {
-        name: rec.name,
-        id: rec.id,
-        overrides: rec.configs,
-        config,
-        partitions,
-    })
 }
 
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -466,9 +506,10 @@ fn read_partition_metadata(dir: &Path) -> Option<String> {
         .find_map(|l| l.strip_prefix("topic_id: ").map(|s| s.trim().to_string()))
 }
 
-/// Removes partition directories that belong to no current topic (a crash during a
-/// delete, or a topic deleted and recreated with a new ID), and leftover `-delete` dirs.
-fn remove_stray_partitions(data_dir: &Path, table: &Table) {
+/// Removes partition directories that belong to no current topic or to a partition not
+/// assigned to `node` (a crash during a delete, a topic deleted and recreated with a new
+/// ID), and leftover `-delete` dirs.
+fn remove_stray_partitions(data_dir: &Path, table: &Table, node: i32) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
     };
@@ -489,7 +530,7 @@ fn remove_stray_partitions(data_dir: &Path, table: &Table) {
         } else if let Some((topic, part)) = name.rsplit_once('-') {
             match (table.by_name.get(topic), part.parse::<i32>()) {
                 (Some(t), Ok(p)) => {
-                    p >= t.partitions.len() as i32
+                    t.state(p).is_none_or(|s| !s.replicas.contains(&node))
                         || read_partition_metadata(&path).is_some_and(|id| id != t.id.to_string())
                 }
                 (None, Ok(_)) => read_partition_metadata(&path).is_some(),

@@ -16,8 +16,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::error::ControllerError;
+use crate::forward::MetadataWriterService;
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
-use crate::network::NetworkFactory;
+use crate::network::{LinkFilter, NetworkFactory};
 use crate::server::{LifecycleService, RaftService};
 use crate::store::{self, MetadataReader};
 use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
@@ -38,6 +39,9 @@ pub struct ControllerConfig {
     pub rpc_timeout: Duration,
     /// Broker session timing.
     pub lifecycle: LifecycleConfig,
+    /// Fault injection for tests: Raft RPCs over links this filter cuts fail at once.
+    /// `None` (the default) in production.
+    pub link_filter: Option<LinkFilter>,
 }
 
 impl ControllerConfig {
@@ -56,6 +60,7 @@ impl ControllerConfig {
             connect_timeout: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
             lifecycle: LifecycleConfig::default(),
+            link_filter: None,
         }
     }
 }
@@ -88,7 +93,8 @@ impl Controller {
         let (log_store, state_machine) = store::open_stores(&db)?;
         let metadata = state_machine.reader();
         let network =
-            NetworkFactory::new(config.node_id, config.connect_timeout, config.rpc_timeout);
+            NetworkFactory::new(config.node_id, config.connect_timeout, config.rpc_timeout)
+                .with_link_filter(config.link_filter.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -111,10 +117,12 @@ impl Controller {
         let (stop_server, stopped) = oneshot::channel::<()>();
         let service = RaftService::new(raft.clone()).into_server();
         let lifecycle_service = LifecycleService::new(lifecycle.clone()).into_server();
+        let writer_service = MetadataWriterService::new(raft.clone()).into_server();
         let server = tokio::spawn(
             Server::builder()
                 .add_service(service)
                 .add_service(lifecycle_service)
+                .add_service(writer_service)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;
                 }),
@@ -157,12 +165,18 @@ impl Controller {
     }
 
     /// Forms a new quorum with these voters. Call it once, on one node of a new cluster.
+    /// Returns false, changing nothing, if this node already belongs to a quorum.
     pub async fn initialize(
         &self,
         voters: BTreeMap<NodeId, ControllerNode>,
-    ) -> Result<(), ControllerError> {
-        self.raft.initialize(voters).await?;
-        Ok(())
+    ) -> Result<bool, ControllerError> {
+        match self.raft.initialize(voters).await {
+            Ok(()) => Ok(true),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Appends a record through this node, which must be the leader, and waits until it

@@ -103,6 +103,10 @@ struct Session {
     /// As committed (or as the caller reported after committing).
     fenced: bool,
     shutting_down: bool,
+    /// A new incarnation may register over this session while it is live: the session
+    /// of the active controller's own broker from before this controller became active
+    /// (combined mode), which can only be an earlier process of this very node.
+    replaceable: bool,
 }
 
 /// Broker sessions as the active controller tracks them.
@@ -128,13 +132,17 @@ impl BrokerHeartbeatManager {
     /// `(id, epoch, fenced)`, `caught_up_offset` the metadata offset a broker must reach
     /// to be unfenced (the registration offsets of the old term are unknown here, so the
     /// applied offset at activation stands in), and `previous_leader` the broker that was
-    /// the previous active controller, if any (combined mode: same id).
+    /// the previous active controller, if any (combined mode: same id). `own` is the
+    /// broker id of this controller's node: a registration of it that this controller
+    /// did not see came from an earlier process of this node, so its restarted broker
+    /// need not wait a session timeout to register again.
     pub fn became_active(
         &mut self,
         now: u64,
         registered: impl IntoIterator<Item = (i32, i64, bool)>,
         caught_up_offset: u64,
         previous_leader: Option<i32>,
+        own: Option<i32>,
     ) {
         self.sessions = registered
             .into_iter()
@@ -147,6 +155,7 @@ impl BrokerHeartbeatManager {
                     lost_at_ms: None,
                     fenced,
                     shutting_down: false,
+                    replaceable: Some(id) == own,
                 };
                 (id, session)
             })
@@ -171,6 +180,7 @@ impl BrokerHeartbeatManager {
         };
         match session.incarnation {
             Some(known) if known == incarnation => Ok(Some(session.epoch)),
+            _ if session.replaceable => Ok(None),
             // As Kafka: a different process may not take over an id whose session is
             // live (two brokers configured with one id), only one that lapsed or fenced.
             _ if !session.fenced && !self.lapsed(session, now) => {
@@ -199,6 +209,7 @@ impl BrokerHeartbeatManager {
                 lost_at_ms: None,
                 fenced: true,
                 shutting_down: false,
+                replaceable: false,
             },
         );
     }
@@ -277,6 +288,7 @@ impl BrokerHeartbeatManager {
                             lost_at_ms: None,
                             fenced,
                             shutting_down: false,
+                            replaceable: false,
                         },
                     );
                 }
@@ -450,7 +462,9 @@ mod tests {
                         m.heartbeat(&hb(1), *t).unwrap();
                     }
                     Event::Lost => m.connection_lost(B, *t),
-                    Event::Active(previous) => m.became_active(*t, [(B, 1, false)], 0, *previous),
+                    Event::Active(previous) => {
+                        m.became_active(*t, [(B, 1, false)], 0, *previous, None)
+                    }
                     Event::Fenced => m.set_fenced(B, 1, true),
                 }
             }

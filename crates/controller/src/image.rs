@@ -267,7 +267,10 @@ impl MetadataImage {
                     },
                 );
             }
-            MetadataRecord::DeleteTopic { name } => {
+            MetadataRecord::DeleteTopic { name, topic_id } => {
+                if let Some(id) = topic_id {
+                    self.topic_by_id(name, id)?;
+                }
                 // The topic's partitions live inside it, so they go with it.
                 if self.topics.remove(name).is_none() {
                     return Err(RejectReason::UnknownTopic(name.clone()));
@@ -688,9 +691,18 @@ mod tests {
                     rejected(RejectReason::TopicIdInUse("a".into())),
                 ),
                 (create("c", 3, 1), applied()),
-                (MetadataRecord::DeleteTopic { name: "c".into() }, applied()),
                 (
-                    MetadataRecord::DeleteTopic { name: "c".into() },
+                    MetadataRecord::DeleteTopic {
+                        name: "c".into(),
+                        topic_id: None,
+                    },
+                    applied(),
+                ),
+                (
+                    MetadataRecord::DeleteTopic {
+                        name: "c".into(),
+                        topic_id: None,
+                    },
                     rejected(RejectReason::UnknownTopic("c".into())),
                 ),
             ],
@@ -716,7 +728,13 @@ mod tests {
             &mut image,
             &[
                 (create("a", 1, 3), applied()),
-                (MetadataRecord::DeleteTopic { name: "a".into() }, applied()),
+                (
+                    MetadataRecord::DeleteTopic {
+                        name: "a".into(),
+                        topic_id: None,
+                    },
+                    applied(),
+                ),
                 (create("a", 2, 1), applied()),
             ],
         );
@@ -1238,8 +1256,20 @@ mod tests {
         check_on(
             &mut image,
             &[
-                (MetadataRecord::DeleteTopic { name: "u".into() }, applied()),
-                (MetadataRecord::DeleteTopic { name: "t".into() }, applied()),
+                (
+                    MetadataRecord::DeleteTopic {
+                        name: "u".into(),
+                        topic_id: None,
+                    },
+                    applied(),
+                ),
+                (
+                    MetadataRecord::DeleteTopic {
+                        name: "t".into(),
+                        topic_id: None,
+                    },
+                    applied(),
+                ),
                 (create_with("t", 8, &[&[3, 1]]), applied()),
             ],
         );

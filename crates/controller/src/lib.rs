@@ -5,15 +5,18 @@
 //! functions around it: where new replicas go, which leadership changes fencing causes,
 //! and what a change means for one broker. [`heartbeat`] decides broker sessions (sans-io)
 //! and [`lifecycle`] registers, unfences and fences brokers through Raft on the active
-//! controller.
+//! controller; [`broker_client`] is the broker's side of it, registering and heartbeating
+//! the active controller over one stream.
 //!
 //! Durability invariant: a vote or a log entry is reported saved to openraft only after
 //! sled has flushed it to disk (see [`store`]).
 
+pub mod broker_client;
 pub mod controller;
 pub mod delta;
 pub mod election;
 pub mod error;
+pub mod forward;
 pub mod heartbeat;
 pub mod image;
 pub mod lifecycle;
@@ -24,9 +27,11 @@ pub mod server;
 pub mod store;
 pub mod types;
 
+pub use broker_client::{BrokerClient, BrokerClientConfig, BrokerClientError, BrokerStatus};
 pub use controller::{Controller, ControllerConfig};
 pub use delta::{broker_delta, BrokerDelta};
 pub use error::ControllerError;
+pub use forward::{ForwardError, MetadataClient, WriteOutcome};
 pub use heartbeat::{BrokerHeartbeatManager, HeartbeatConfig};
 pub use image::{
     BrokerEndpoint, BrokerRegistration, IsrMember, MetadataImage, PartitionAssignment,
@@ -34,4 +39,5 @@ pub use image::{
 };
 pub use lifecycle::{Lifecycle, LifecycleConfig};
 pub use placement::{place, LiveBroker, PlacementError};
+pub use store::MetadataReader;
 pub use types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};

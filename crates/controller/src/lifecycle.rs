@@ -238,9 +238,30 @@ impl Lifecycle {
 
     /// The transport saw `broker`'s heartbeat connection break: it is fenced after the
     /// loss grace unless it heartbeats again first.
+    /// Ignored unless this node is the active controller: the sessions of an inactive node
+    /// are rebuilt when it becomes active, and a broker that moved to the new controller
+    /// must not be reported lost by the old one.
     pub fn connection_lost(&self, broker: i32) {
+        if self.check_active().is_err() {
+            tracing::debug!(broker, "connection lost on an inactive controller: ignored");
+            return;
+        }
         let now = self.now();
         self.inner.state.lock().manager.connection_lost(broker, now);
+        tracing::debug!(broker, "broker heartbeat connection lost");
+    }
+
+    /// Waits until openraft reports a leader other than this node and returns it; `None`
+    /// once this node's Raft has stopped. A heartbeat stream uses it to send its broker
+    /// to a new controller at once rather than at its next heartbeat.
+    pub async fn other_leader(&self) -> Option<LeaderHint> {
+        let mut metrics = self.inner.raft.metrics();
+        let me = self.inner.node_id;
+        metrics
+            .wait_for(|m| m.current_leader.is_some_and(|leader| leader != me))
+            .await
+            .ok()?;
+        Some(self.leader_hint())
     }
 
     /// Fences `broker` at `epoch`, then moves its leaderships and ISR memberships. The
@@ -359,6 +380,8 @@ impl Lifecycle {
             _ = stop.changed() => {}
             () = work => {}
         }
+        // A stopping node answers NOT_CONTROLLER from now on, so its brokers move away.
+        self.inner.state.lock().active_term = None;
         tracing::debug!(node_id = self.inner.node_id, "lifecycle task stopped");
     }
 
@@ -412,6 +435,7 @@ impl Lifecycle {
                 image.brokers().map(|b| (b.id, b.epoch, b.fenced)),
                 applied,
                 previous_broker,
+                i32::try_from(self.inner.node_id).ok(),
             );
             state.active_term = Some(term);
         }

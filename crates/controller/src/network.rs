@@ -1,7 +1,15 @@
 //! The Raft RPC client side: openraft's `RaftNetworkFactory` and `RaftNetwork` over tonic,
 //! one lazily connected channel per target node, every call bounded by a timeout.
+//!
+//! A [`LinkFilter`] injects network faults: it is consulted before every RPC, and a call
+//! over a link it has cut fails at once as `Unreachable`, as if the peer were down. It is
+//! meant for tests (partitions, an isolated leader) and a future chaos mode; a node
+//! without one (the default) pays nothing for it.
 
+use std::collections::HashSet;
 use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -21,12 +29,70 @@ use tonic::Code;
 use crate::proto::{self, pb};
 use crate::types::{ControllerNode, NodeId, TypeConfig};
 
+/// Fault injection for tests (and a future chaos mode): a set of cut directed links
+/// between nodes, shared by clones. Every node given the same filter (through
+/// [`crate::ControllerConfig::link_filter`]) checks it before each Raft RPC it sends, and
+/// a call over a cut link fails at once as `Unreachable`. Cutting both directions of
+/// every link of a node isolates it; [`LinkFilter::heal`] restores them all.
+#[derive(Clone, Default)]
+pub struct LinkFilter(Arc<parking_lot::RwLock<HashSet<(NodeId, NodeId)>>>);
+
+impl LinkFilter {
+    /// A filter with every link up.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cuts the link between `a` and `b`, in both directions.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        let mut cut = self.0.write();
+        cut.insert((a, b));
+        cut.insert((b, a));
+    }
+
+    /// Cuts the links between `node` and every other node of `all_nodes`, both ways.
+    pub fn isolate(&self, node: NodeId, all_nodes: impl IntoIterator<Item = NodeId>) {
+        let mut cut = self.0.write();
+        for other in all_nodes.into_iter().filter(|&other| other != node) {
+            cut.insert((node, other));
+            cut.insert((other, node));
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.0.write().clear();
+    }
+
+    /// Whether an RPC from `from` to `to` fails.
+    pub fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.0.read().contains(&(from, to))
+    }
+}
+
+impl fmt::Debug for LinkFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut cut: Vec<_> = self.0.read().iter().copied().collect();
+        cut.sort_unstable();
+        f.debug_tuple("LinkFilter").field(&cut).finish()
+    }
+}
+
+/// A call refused by a [`LinkFilter`].
+#[derive(Debug, thiserror::Error)]
+#[error("link {from} -> {to} is cut by the link filter")]
+pub struct LinkCut {
+    from: NodeId,
+    to: NodeId,
+}
+
 /// Makes a [`PeerClient`] per target node.
 #[derive(Clone)]
 pub struct NetworkFactory {
     node_id: NodeId,
     connect_timeout: Duration,
     rpc_timeout: Duration,
+    link_filter: Option<LinkFilter>,
 }
 
 impl NetworkFactory {
@@ -37,7 +103,14 @@ impl NetworkFactory {
             node_id,
             connect_timeout,
             rpc_timeout,
+            link_filter: None,
         }
+    }
+
+    /// Fails every RPC over a link that `filter` has cut (fault injection for tests).
+    pub fn with_link_filter(mut self, filter: Option<LinkFilter>) -> Self {
+        self.link_filter = filter;
+        self
     }
 }
 
@@ -60,6 +133,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             node: node.clone(),
             rpc_timeout: self.rpc_timeout,
             channel,
+            link_filter: self.link_filter.clone(),
         }
     }
 }
@@ -76,6 +150,7 @@ pub struct PeerClient {
     node: ControllerNode,
     rpc_timeout: Duration,
     channel: Result<Channel, BadAddress>,
+    link_filter: Option<LinkFilter>,
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +172,14 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
+        if let Some(filter) = &self.link_filter {
+            if filter.is_cut(self.node_id, self.target) {
+                return Err(RPCError::Unreachable(Unreachable::new(&LinkCut {
+                    from: self.node_id,
+                    to: self.target,
+                })));
+            }
+        }
         let channel = match &self.channel {
             Ok(channel) => channel.clone(),
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),

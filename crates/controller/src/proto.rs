@@ -178,7 +178,8 @@ fn refusal(e: LifecycleError) -> Result<Refusal, Status> {
     Ok(((code, message), None))
 }
 
-fn leader_to_pb(hint: LeaderHint) -> pb::ControllerLeader {
+/// The active controller as a node knows it, for a response.
+pub fn leader_to_pb(hint: LeaderHint) -> pb::ControllerLeader {
     pb::ControllerLeader {
         leader_id: hint.id.and_then(|id| i64::try_from(id).ok()).unwrap_or(-1),
         rpc_addr: hint.rpc_addr.unwrap_or_default(),

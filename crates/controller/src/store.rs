@@ -32,6 +32,7 @@ use openraft::{
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::error::ControllerError;
 use crate::image::MetadataImage;
@@ -295,9 +296,10 @@ struct StoredSnapshot {
 }
 
 /// Read access to a node's applied metadata, shared with the state machine.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MetadataReader {
     state: Arc<RwLock<AppliedState>>,
+    applied: watch::Sender<u64>,
 }
 
 impl MetadataReader {
@@ -310,6 +312,26 @@ impl MetadataReader {
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.state.read().last_applied
     }
+
+    /// The image together with the index of the last entry it holds (0 before any).
+    pub fn image_at(&self) -> (MetadataImage, u64) {
+        let state = self.state.read();
+        (
+            state.image.clone(),
+            state.last_applied.map_or(0, |id| id.index),
+        )
+    }
+
+    /// The voters and learners of the quorum as last applied, with their addresses.
+    pub fn membership(&self) -> StoredMembership<NodeId, ControllerNode> {
+        self.state.read().membership.clone()
+    }
+
+    /// Follows the applied index: the receiver sees a change after every applied batch
+    /// of entries or installed snapshot, so a broker reacts to metadata without polling.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
 }
 
 /// The metadata state machine and its snapshot store.
@@ -318,6 +340,7 @@ pub struct StateMachineStore {
     db: sled::Db,
     meta: sled::Tree,
     state: Arc<RwLock<AppliedState>>,
+    applied: watch::Sender<u64>,
 }
 
 impl StateMachineStore {
@@ -329,6 +352,7 @@ impl StateMachineStore {
             db: db.clone(),
             meta,
             state: Arc::default(),
+            applied: watch::channel(0).0,
         };
         if let Some(snapshot) = store.stored_snapshot()? {
             let state: AppliedState = decode(&snapshot.data).map_err(|e| {
@@ -337,6 +361,9 @@ impl StateMachineStore {
                     &e,
                 ))
             })?;
+            store
+                .applied
+                .send_replace(state.last_applied.map_or(0, |id| id.index));
             store.state = Arc::new(RwLock::new(state));
         }
         Ok(store)
@@ -346,6 +373,7 @@ impl StateMachineStore {
     pub fn reader(&self) -> MetadataReader {
         MetadataReader {
             state: self.state.clone(),
+            applied: self.applied.clone(),
         }
     }
 
@@ -427,6 +455,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             };
             responses.push(response);
         }
+        let applied = state.last_applied.map_or(0, |id| id.index);
+        drop(state);
+        self.applied.send_replace(applied);
         Ok(responses)
     }
 
@@ -455,7 +486,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await?;
         tracing::info!(snapshot_id = %meta.snapshot_id, "installed a metadata snapshot");
+        let applied = installed.last_applied.map_or(0, |id| id.index);
         *self.state.write() = installed;
+        self.applied.send_replace(applied);
         Ok(())
     }
 

@@ -64,8 +64,13 @@ pub enum MetadataRecord {
         partitions: Vec<PartitionAssignment>,
         configs: BTreeMap<String, String>,
     },
-    /// Removes a topic and all its partitions.
-    DeleteTopic { name: String },
+    /// Removes a topic and all its partitions. With `topic_id`, only if the topic still
+    /// has that ID, so a retried delete never removes a topic re-created meanwhile.
+    DeleteTopic {
+        name: String,
+        #[serde(default)]
+        topic_id: Option<[u8; 16]>,
+    },
     /// Adds partitions to a topic (Kafka's CreatePartitions), numbered from
     /// `first_partition`, which must be the topic's current partition count: a record
     /// computed from an older count is rejected instead of adding twice.

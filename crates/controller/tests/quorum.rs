@@ -192,6 +192,7 @@ async fn three_nodes_elect_replicate_fail_over_and_restart() {
     records.extend((0..93).map(topic));
     records.push(MetadataRecord::DeleteTopic {
         name: "topic-0".into(),
+        topic_id: None,
     });
     assert_eq!(records.len(), 100);
     for record in records {
@@ -308,6 +309,23 @@ async fn malformed_rpc_payloads_get_invalid_argument_and_the_node_keeps_working(
         MetadataResponse::Applied
     );
     assert_eq!(node.metadata().image().brokers().count(), 1);
+
+    // A vote request from a node id outside the membership, with a far higher term:
+    // refused, and the leader neither steps down nor changes term.
+    let term = node.raft().metrics().borrow().current_term;
+    let stray = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(term + 10, 99), None);
+    let status = client
+        .vote(sluice_controller::proto::encode_request(&stray).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("node 99"), "{status:?}");
+    let m = node.raft().metrics().borrow().clone();
+    assert_eq!((m.current_term, m.current_leader), (term, Some(1)));
+    assert_eq!(
+        node.write(register(2)).await.unwrap(),
+        MetadataResponse::Applied
+    );
     node.shutdown().await;
 }
 

@@ -84,9 +84,7 @@ pub fn handle(
                             }
                         }
                     }
-                    broker
-                        .topics
-                        .update_overrides(&r.resource_name, req.validate_only, |_| Ok(overrides))
+                    broker.update_overrides(&r.resource_name, req.validate_only, |_| Ok(overrides))
                 });
             result(r.resource_type, r.resource_name, outcome)
         })

@@ -7,7 +7,7 @@ use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use sluice_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 3);
 
@@ -23,7 +23,6 @@ pub fn handle(
         .filter(|t| !seen.insert(t.name.clone()))
         .map(|t| t.name.clone())
         .collect();
-    let node = broker.config.node_id;
     let results = req
         .topics
         .into_iter()
@@ -33,19 +32,13 @@ pub fn handle(
                     ErrorCode::InvalidRequest,
                     "Duplicate topic in request.".to_string(),
                 ))
-            } else if t
-                .assignments
-                .as_ref()
-                .is_some_and(|a| a.iter().any(|x| x.broker_ids.iter().any(|b| *b != node)))
-            {
-                Err((
-                    ErrorCode::InvalidReplicaAssignment,
-                    "Assignment names an unknown broker.".to_string(),
-                ))
             } else {
+                let assignment = t
+                    .assignments
+                    .as_ref()
+                    .map(|a| a.iter().map(|x| x.broker_ids.clone()).collect());
                 broker
-                    .topics
-                    .add_partitions(&t.name, t.count, req.validate_only, now_ms())
+                    .add_partitions(&t.name, t.count, assignment, req.validate_only)
                     .map_err(|e| (e.code, e.message))
             };
             match outcome {

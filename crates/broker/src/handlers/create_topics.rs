@@ -12,7 +12,8 @@ use sluice_protocol::messages::create_topics_response::{
 use sluice_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::describe_configs::topic_entries;
-use crate::broker::{now_ms, Broker};
+use crate::admin::NewTopic;
+use crate::broker::Broker;
 use crate::topics::AdminError;
 
 pub const VERSIONS: (i16, i16) = (0, 7);
@@ -85,69 +86,48 @@ fn create_one(
             format!("Topic '{}' already exists.", t.name),
         ));
     }
-    let brokers = 1i16; // a single node until the controller quorum exists
-    let node = broker.config.node_id;
-    if !t.assignments.is_empty() {
-        if t.num_partitions != -1 || t.replication_factor != -1 {
-            return Err(AdminError::new(
-                ErrorCode::InvalidRequest,
-                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
-            ));
-        }
-        for a in &t.assignments {
-            if a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| *b != node) {
-                return Err(AdminError::new(
-                    ErrorCode::InvalidReplicaAssignment,
-                    format!(
-                        "Replica assignment for partition {} names unknown brokers: {:?}",
-                        a.partition_index, a.broker_ids
-                    ),
-                ));
-            }
-            if a.broker_ids.len() > 1 {
-                return Err(AdminError::new(
-                    ErrorCode::InvalidReplicaAssignment,
-                    "Duplicate brokers in replica assignment",
-                ));
-            }
-        }
-        let mut idx: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
-        idx.sort_unstable();
-        if idx.iter().enumerate().any(|(i, p)| *p != i as i32) {
+    if !t.assignments.is_empty() && (t.num_partitions != -1 || t.replication_factor != -1) {
+        return Err(AdminError::new(
+            ErrorCode::InvalidRequest,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+        ));
+    }
+    let assignment = if t.assignments.is_empty() {
+        None
+    } else {
+        let mut sorted: Vec<_> = t.assignments.iter().collect();
+        sorted.sort_by_key(|a| a.partition_index);
+        if sorted
+            .iter()
+            .enumerate()
+            .any(|(i, a)| i64::from(a.partition_index) != i as i64)
+        {
             return Err(AdminError::new(
                 ErrorCode::InvalidReplicaAssignment,
                 "Partitions should be a consecutive 0-based integer sequence",
             ));
         }
-    }
-    let partitions = if !t.assignments.is_empty() {
-        t.assignments.len() as i32
-    } else if t.num_partitions == -1 {
-        broker.config.num_partitions
-    } else {
-        t.num_partitions
+        Some(
+            sorted
+                .iter()
+                .map(|a| a.broker_ids.clone())
+                .collect::<Vec<_>>(),
+        )
     };
-    let replication_factor = if !t.assignments.is_empty() {
-        1
-    } else if t.replication_factor == -1 {
+    let partitions = match &assignment {
+        Some(a) => i32::try_from(a.len()).unwrap_or(i32::MAX),
+        None if t.num_partitions == -1 => broker.config.num_partitions,
+        None => t.num_partitions,
+    };
+    let replication_factor = match &assignment {
+        Some(a) => a
+            .first()
+            .map_or(0, |r| i16::try_from(r.len()).unwrap_or(i16::MAX)),
         // Kafka's rule: the default applies as set, and fails like an explicit value if
         // the cluster is smaller (only internal topics are capped, DESIGN 4a).
-        broker.config.default_replication_factor
-    } else {
-        t.replication_factor
+        None if t.replication_factor == -1 => broker.config.default_replication_factor,
+        None => t.replication_factor,
     };
-    if replication_factor <= 0 {
-        return Err(AdminError::new(
-            ErrorCode::InvalidReplicationFactor,
-            "Replication factor must be larger than 0, or -1 to use the default value.",
-        ));
-    }
-    if replication_factor > brokers {
-        return Err(AdminError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {brokers} broker(s) are registered."),
-        ));
-    }
     if partitions <= 0 {
         return Err(AdminError::new(
             ErrorCode::InvalidPartitions,
@@ -164,9 +144,16 @@ fn create_one(
         })?;
         overrides.insert(c.name, value);
     }
-    let topic = broker
-        .topics
-        .create(&t.name, partitions, overrides, validate_only, now_ms())?;
+    let topic = broker.create_topic(
+        NewTopic {
+            name: t.name.clone(),
+            partitions,
+            replication_factor,
+            assignment,
+            overrides,
+        },
+        validate_only,
+    )?;
     let configs = topic_entries(broker, &topic.overrides)
         .into_iter()
         .map(|e| CreatableTopicConfigs {

@@ -29,10 +29,11 @@ pub fn handle(
                 .map(|dp| {
                     let outcome = match topic
                         .as_ref()
-                        .and_then(|tp| tp.partition(dp.partition_index))
+                        .ok_or(ErrorCode::UnknownTopicOrPartition)
+                        .and_then(|tp| tp.lookup(dp.partition_index))
                     {
-                        None => Err(ErrorCode::UnknownTopicOrPartition),
-                        Some(p) => {
+                        Err(code) => Err(code),
+                        Ok(p) => {
                             let hw = p.high_watermark();
                             let target = if dp.offset == -1 { hw } else { dp.offset };
                             if target < 0 || target > hw {

@@ -88,7 +88,7 @@ fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> Deletable
             "Internal topics (__consumer_offsets, __transaction_state) cannot be deleted.",
         );
     }
-    match broker.topics.delete(&resolved) {
+    match broker.delete_topic(&resolved) {
         Ok(deleted_id) => DeletableTopicResult {
             name: Some(resolved),
             topic_id: deleted_id,

@@ -7,6 +7,7 @@ use sluice_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use sluice_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
 
 use super::authorized_ops;
+use super::metadata::brokers_on_listener;
 use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
@@ -20,7 +21,6 @@ pub fn handle(
     version: i16,
     listener: usize,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker.endpoint(listener);
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return DescribeClusterResponse {
             error_code: ErrorCode::UnsupportedEndpointType.code(),
@@ -32,13 +32,20 @@ pub fn handle(
     }
     DescribeClusterResponse {
         cluster_id: broker.cluster_id.clone(),
-        controller_id: broker.config.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: broker.config.node_id,
-            host: host.to_string(),
-            port,
-            rack: broker.config.rack.clone(),
-        }],
+        controller_id: broker
+            .cluster
+            .leader()
+            .and_then(|id| i32::try_from(id).ok())
+            .unwrap_or(broker.config.node_id),
+        brokers: brokers_on_listener(broker, &broker.cluster.image(), listener)
+            .into_iter()
+            .map(|b| DescribeClusterBroker {
+                broker_id: b.node_id,
+                host: b.host,
+                port: b.port,
+                rack: b.rack,
+            })
+            .collect(),
         cluster_authorized_operations: if req.include_cluster_authorized_operations {
             authorized_ops::CLUSTER
         } else {

@@ -36,8 +36,7 @@ pub fn handle(
             },
         };
         let partitions: Vec<_> = t
-            .partitions
-            .iter()
+            .hosted()
             .filter(|p| filter.is_none_or(|f| f.contains(&p.index)))
             .map(|p| DescribeLogDirsPartition {
                 partition_index: p.index,

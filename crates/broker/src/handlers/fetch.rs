@@ -139,11 +139,14 @@ fn read_all(
     for (w, topic) in wanted.iter().zip(topics) {
         let mut partitions = Vec::with_capacity(w.partitions.len());
         for fp in &w.partitions {
-            let part = topic.as_ref().and_then(|t| t.partition(fp.partition));
+            let part = topic
+                .as_ref()
+                .ok_or(ErrorCode::UnknownTopicOrPartition)
+                .and_then(|t| t.lookup(fp.partition));
             let data = match (topic, part) {
                 (None, _) if use_ids => error_partition(fp.partition, ErrorCode::UnknownTopicId),
-                (_, None) => error_partition(fp.partition, ErrorCode::UnknownTopicOrPartition),
-                (_, Some(p)) => {
+                (_, Err(code)) => error_partition(fp.partition, code),
+                (_, Ok(p)) => {
                     // KIP-74: the first partition with data may exceed the limits by
                     // one whole batch so that a large batch can never wedge a consumer.
                     let budget = max_bytes.saturating_sub(total);
@@ -244,7 +247,7 @@ pub fn check_leader_epoch(p: &Partition, current_leader_epoch: i32) -> Option<Er
     if current_leader_epoch < 0 {
         return None;
     }
-    match current_leader_epoch.cmp(&p.leader_epoch) {
+    match current_leader_epoch.cmp(&p.leader_epoch()) {
         std::cmp::Ordering::Greater => Some(ErrorCode::UnknownLeaderEpoch),
         std::cmp::Ordering::Less => Some(ErrorCode::FencedLeaderEpoch),
         std::cmp::Ordering::Equal => None,

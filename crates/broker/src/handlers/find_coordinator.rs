@@ -9,6 +9,7 @@ use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::find_coordinator_response::Coordinator;
 use sluice_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 
+use super::metadata::brokers_on_listener;
 use crate::broker::Broker;
 
 pub const VERSIONS: (i16, i16) = (0, 6);
@@ -17,45 +18,59 @@ const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
 fn locate(broker: &Broker, key: String, key_type: i8, listener: usize) -> Coordinator {
-    if key_type == KEY_GROUP {
-        // The coordinator is the leader of the group's offsets partition: this node,
-        // once the partition exists.
-        let ready = broker.groups.ensure_offsets_topic(broker).and_then(|()| {
-            let p = broker.groups.partition_for(&key);
-            broker
-                .topics
-                .get(sluice_group::OFFSETS_TOPIC)
-                .and_then(|t| t.partition(p).map(|_| ()))
-                .ok_or(ErrorCode::CoordinatorNotAvailable)
-        });
-        if let Err(code) = ready {
-            return Coordinator {
-                key,
-                node_id: -1,
-                host: String::new(),
-                port: -1,
-                error_code: code.code(),
-                error_message: Some(format!("{} is not available", sluice_group::OFFSETS_TOPIC)),
-            };
+    let unavailable = |key: String, code: ErrorCode, why: String| Coordinator {
+        key,
+        node_id: -1,
+        host: String::new(),
+        port: -1,
+        error_code: code.code(),
+        error_message: Some(why),
+    };
+    let node = match key_type {
+        // The coordinator is the leader of the group's offsets partition, once the
+        // partition exists and has one.
+        KEY_GROUP => {
+            let leader = broker.groups.ensure_offsets_topic(broker).and_then(|()| {
+                let p = broker.groups.partition_for(&key);
+                broker
+                    .topics
+                    .get(sluice_group::OFFSETS_TOPIC)
+                    .and_then(|t| t.state(p).map(|s| s.leader))
+                    .filter(|leader| *leader >= 0)
+                    .ok_or(ErrorCode::CoordinatorNotAvailable)
+            });
+            match leader {
+                Ok(leader) => leader,
+                Err(code) => {
+                    let why = format!("{} is not available", sluice_group::OFFSETS_TOPIC);
+                    return unavailable(key, code, why);
+                }
+            }
         }
-    }
-    match key_type {
-        KEY_GROUP | KEY_TRANSACTION => Coordinator {
+        KEY_TRANSACTION => broker.config.node_id,
+        other => {
+            let why = format!("Unsupported coordinator key type {other}");
+            return unavailable(key, ErrorCode::InvalidRequest, why);
+        }
+    };
+    let image = broker.cluster.image();
+    match brokers_on_listener(broker, &image, listener)
+        .into_iter()
+        .find(|b| b.node_id == node)
+    {
+        Some(b) => Coordinator {
             key,
-            node_id: broker.config.node_id,
-            host: broker.endpoint(listener).0.to_string(),
-            port: broker.endpoint(listener).1,
+            node_id: b.node_id,
+            host: b.host,
+            port: b.port,
             error_code: ErrorCode::None.code(),
             error_message: None,
         },
-        other => Coordinator {
+        None => unavailable(
             key,
-            node_id: -1,
-            host: String::new(),
-            port: -1,
-            error_code: ErrorCode::InvalidRequest.code(),
-            error_message: Some(format!("Unsupported coordinator key type {other}")),
-        },
+            ErrorCode::CoordinatorNotAvailable,
+            format!("the coordinator (broker {node}) is not reachable on this listener"),
+        ),
     }
 }
 

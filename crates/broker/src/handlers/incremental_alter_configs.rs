@@ -62,11 +62,9 @@ fn incremental(
         ));
     }
     let defaults = broker.topics.defaults();
-    broker
-        .topics
-        .update_overrides(name, validate_only, |current| {
-            apply_ops(defaults, current, ops)
-        })
+    broker.update_overrides(name, validate_only, |current| {
+        apply_ops(defaults, current, ops)
+    })
 }
 
 /// The overrides after applying `ops` (KIP-339) to `current`.

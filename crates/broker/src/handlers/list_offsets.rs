@@ -37,10 +37,11 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 .map(|lp| {
                     let outcome = match topic
                         .as_ref()
-                        .and_then(|tp| tp.partition(lp.partition_index))
+                        .ok_or(ErrorCode::UnknownTopicOrPartition)
+                        .and_then(|tp| tp.lookup(lp.partition_index))
                     {
-                        None => Err(ErrorCode::UnknownTopicOrPartition),
-                        Some(p) => match check_leader_epoch(p, lp.current_leader_epoch) {
+                        Err(code) => Err(code),
+                        Ok(p) => match check_leader_epoch(p, lp.current_leader_epoch) {
                             Some(code) => Err(code),
                             None => lookup(p, lp.timestamp, version),
                         },
@@ -52,7 +53,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         topic
                             .as_ref()
                             .and_then(|tp| tp.partition(lp.partition_index))
-                            .map(|p| p.leader_epoch),
+                            .map(|p| p.leader_epoch()),
                     )
                 })
                 .collect();

@@ -1,10 +1,13 @@
 //! Metadata (key 3), v0-12: brokers, cluster id, controller and topic/partition
-//! leadership. Creates a missing topic only where Kafka does: when the request allows
-//! auto-creation (always before v4) and `auto.create.topics.enable` is on.
+//! leadership, as this node last applied the cluster metadata. Creates a missing topic
+//! only where Kafka does: when the request allows auto-creation (always before v4) and
+//! `auto.create.topics.enable` is on. Runs on the blocking pool: auto-creation waits for
+//! the metadata quorum.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sluice_controller::MetadataImage;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::metadata_response::{
@@ -13,7 +16,8 @@ use sluice_protocol::messages::metadata_response::{
 use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
 
 use super::authorized_ops;
-use crate::broker::{now_ms, Broker};
+use crate::admin::NewTopic;
+use crate::broker::Broker;
 use crate::topics::{validate_topic_name, Topic};
 
 pub const VERSIONS: (i16, i16) = (0, 12);
@@ -26,7 +30,6 @@ pub fn handle(
     version: i16,
     listener: usize,
 ) -> MetadataResponse {
-    let (host, port) = broker.endpoint(listener);
     let include_ops = version >= 8 && req.include_topic_authorized_operations;
     // v0 has no null: an empty list there means "all topics".
     let requested = match req.topics {
@@ -50,15 +53,20 @@ pub fn handle(
             })
             .collect(),
     };
+    let image = broker.cluster.image();
+    let brokers = brokers_on_listener(broker, &image, listener);
+    // Clients cannot reach the controllers themselves (as in KRaft), and any broker
+    // forwards admin writes; name the Raft leader if it is a live broker, else this node.
+    let controller_id = broker
+        .cluster
+        .leader()
+        .and_then(|id| i32::try_from(id).ok())
+        .filter(|id| brokers.iter().any(|b| b.node_id == *id))
+        .unwrap_or(broker.config.node_id);
     MetadataResponse {
-        brokers: vec![MetadataResponseBroker {
-            node_id: broker.config.node_id,
-            host: host.to_string(),
-            port,
-            rack: broker.config.rack.clone(),
-        }],
+        brokers,
         cluster_id: Some(broker.cluster_id.clone()),
-        controller_id: broker.config.node_id,
+        controller_id,
         topics,
         cluster_authorized_operations: if version >= 8 && req.include_cluster_authorized_operations
         {
@@ -94,11 +102,14 @@ fn by_name(
     if !(allow_auto_create && broker.config.auto_create_topics_enable) {
         return error_topic(ErrorCode::UnknownTopicOrPartition, Some(name), Uuid::ZERO);
     }
-    let partitions = broker.config.num_partitions;
-    match broker
-        .topics
-        .create(&name, partitions, BTreeMap::new(), false, now_ms())
-    {
+    let spec = NewTopic {
+        name: name.clone(),
+        partitions: broker.config.num_partitions,
+        replication_factor: broker.config.default_replication_factor,
+        assignment: None,
+        overrides: BTreeMap::new(),
+    };
+    match broker.create_topic(spec, false) {
         Ok(t) => describe_topic(broker, &t, include_ops),
         // Lost a race with another creator: describe what won.
         Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {
@@ -117,7 +128,8 @@ fn by_id(broker: &Arc<Broker>, id: Uuid, include_ops: bool) -> MetadataResponseT
 }
 
 fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResponseTopic {
-    let node = broker.config.node_id;
+    let image = broker.cluster.image();
+    let live = |id: &i32| image.broker(*id).is_some_and(|b| !b.fenced);
     MetadataResponseTopic {
         error_code: ErrorCode::None.code(),
         name: Some(t.name.clone()),
@@ -127,13 +139,17 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
             .partitions
             .iter()
             .map(|p| MetadataResponsePartition {
-                error_code: ErrorCode::None.code(),
+                error_code: if p.leader < 0 {
+                    ErrorCode::LeaderNotAvailable.code()
+                } else {
+                    ErrorCode::None.code()
+                },
                 partition_index: p.index,
-                leader_id: node,
+                leader_id: p.leader,
                 leader_epoch: p.leader_epoch,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                offline_replicas: Vec::new(),
+                replica_nodes: p.replicas.clone(),
+                isr_nodes: p.isr.clone(),
+                offline_replicas: p.replicas.iter().copied().filter(|r| !live(r)).collect(),
             })
             .collect(),
         topic_authorized_operations: if include_ops {
@@ -142,4 +158,29 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
             authorized_ops::NOT_REQUESTED
         },
     }
+}
+
+/// The live (unfenced) brokers, each with its endpoint on the listener the request came
+/// in on (Kafka matches listeners by name); a broker without that listener is left out.
+pub fn brokers_on_listener(
+    broker: &Broker,
+    image: &MetadataImage,
+    listener: usize,
+) -> Vec<MetadataResponseBroker> {
+    let Some(name) = broker.listeners.get(listener).map(|l| l.name.as_str()) else {
+        return Vec::new();
+    };
+    image
+        .brokers()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.listener == name)?;
+            Some(MetadataResponseBroker {
+                node_id: b.id,
+                host: e.host.clone(),
+                port: i32::from(e.port),
+                rack: b.rack.clone(),
+            })
+        })
+        .collect()
 }

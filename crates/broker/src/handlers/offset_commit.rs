@@ -35,7 +35,7 @@ pub async fn handle(
     let exists = |topic: &str, partition: i32| {
         topics
             .get(topic)
-            .is_some_and(|t| t.partition(partition).is_some())
+            .is_some_and(|t| t.state(partition).is_some())
     };
     match broker
         .groups

@@ -35,8 +35,13 @@ pub fn handle(
                         leader_epoch: -1,
                         end_offset: -1,
                     };
-                    let Some(p) = topic.as_ref().and_then(|tp| tp.partition(op.partition)) else {
-                        return fail(ErrorCode::UnknownTopicOrPartition);
+                    let found = topic
+                        .as_ref()
+                        .ok_or(ErrorCode::UnknownTopicOrPartition)
+                        .and_then(|tp| tp.lookup(op.partition));
+                    let p = match found {
+                        Ok(p) => p,
+                        Err(code) => return fail(code),
                     };
                     if let Some(code) = check_leader_epoch(p, op.current_leader_epoch) {
                         return fail(code);

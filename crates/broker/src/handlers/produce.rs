@@ -45,10 +45,11 @@ pub async fn handle(
             } else {
                 match topic
                     .as_ref()
-                    .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
+                    .ok_or(ErrorCode::UnknownTopicOrPartition)
+                    .and_then(|t| t.lookup(pd.index).map(|p| (t, p)))
                 {
-                    None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, None)),
-                    Some((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version),
+                    Err(code) => Err(Failure::new(code, None)),
+                    Ok((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version),
                 }
             };
             partition_responses.push(match result {

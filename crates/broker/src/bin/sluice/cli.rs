@@ -8,6 +8,7 @@ use sluice_broker::listeners::{self, ListenerConfig};
 use sluice_broker::topic_config::BrokerLogDefaults;
 use sluice_broker::BrokerConfig;
 
+use crate::cluster_flags::ClusterFlags;
 use crate::group_flags::GroupFlags;
 
 #[derive(Debug, Parser)]
@@ -46,7 +47,7 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_RACK")]
     pub rack: Option<String>,
     /// Log filter, e.g. `info` or `sluice_broker=debug`.
-    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info,openraft=warn")]
     pub log_level: String,
     /// `num.partitions`: partitions of auto-created topics.
     #[arg(long, env = "SLUICE_NUM_PARTITIONS", default_value_t = 1)]
@@ -129,6 +130,8 @@ pub struct Cli {
     pub max_inflight_requests: usize,
     #[command(flatten)]
     pub groups: GroupFlags,
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 }
 
 impl Cli {
@@ -226,6 +229,7 @@ impl Cli {
         c.connections_max_idle_ms = self.connections_max_idle_ms;
         c.queued_max_request_bytes = self.queued_max_request_bytes;
         self.groups.apply(&mut c)?;
+        self.cluster.apply(&mut c)?;
         Ok(c)
     }
 }

@@ -2,6 +2,7 @@
 //! runs one node until SIGINT/SIGTERM, then shuts it down cleanly.
 
 mod cli;
+mod cluster_flags;
 mod group_flags;
 
 use anyhow::Context;

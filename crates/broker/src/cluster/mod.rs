@@ -1,0 +1,290 @@
+//! The node's membership in the cluster: it runs a controller node of the metadata quorum
+//! (a voter, or a learner when it is not in `--voters`), registers and heartbeats as a
+//! broker with the active controller, forwards metadata writes to it, and keeps its own
+//! topic table following the committed metadata (`sync.rs`).
+//!
+//! Every node applies the committed metadata log itself and answers Metadata from what it
+//! applied; an admin write is answered once it is committed *and* this node's table shows
+//! it, so a client that creates a topic and then asks the same node sees it.
+
+pub mod bootstrap;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use sluice_controller::broker_client::{BrokerClient, BrokerClientConfig, BrokerStatus};
+use sluice_controller::{
+    BrokerEndpoint, Controller, ControllerConfig, ForwardError, HeartbeatConfig, LifecycleConfig,
+    MetadataClient, MetadataImage, MetadataReader, MetadataRecord, MetadataResponse, NodeId,
+};
+use sluice_protocol::error::ErrorCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::ClusterConfig;
+use crate::error::BrokerError;
+use crate::topics::AdminError;
+
+pub use sync::SyncTarget;
+
+/// This node's part of the cluster. Built by [`Cluster::start`]; the broker's topic table
+/// follows it once [`Cluster::spawn_sync`] runs.
+pub struct Cluster {
+    node_id: i32,
+    config: ClusterConfig,
+    /// Voter id -> RPC address, as configured (or this node alone).
+    voters: BTreeMap<u64, String>,
+    rpc_addr: String,
+    controller: Mutex<Option<Controller>>,
+    raft: openraft::Raft<sluice_controller::TypeConfig>,
+    reader: MetadataReader,
+    writer: MetadataClient,
+    broker_client: Mutex<Option<BrokerClient>>,
+    /// The lifecycle client's view of this broker, once registering.
+    status: Mutex<Option<watch::Receiver<BrokerStatus>>>,
+    /// The image the topic table was last brought to, and its log index.
+    image: RwLock<Arc<MetadataImage>>,
+    synced: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts this node's controller on `rpc_listener` (sled store under `dir`) and joins
+    /// or forms the quorum. Registration waits for [`Cluster::register`].
+    pub async fn start(
+        node_id: i32,
+        config: &ClusterConfig,
+        dir: &std::path::Path,
+        rpc_listener: TcpListener,
+    ) -> Result<Self, BrokerError> {
+        let raft_node_id = u64::try_from(node_id).map_err(|_| {
+            BrokerError::Metadata(format!("node id {node_id} must not be negative"))
+        })?;
+        let bound = rpc_listener.local_addr()?;
+        let rpc_addr = match config.voters.get(&raft_node_id) {
+            Some(addr) => addr.clone(),
+            None => bound.to_string(),
+        };
+        let voters = bootstrap::voters_or_self(config, node_id, &rpc_addr);
+        let mut ccfg = ControllerConfig::new(raft_node_id, dir);
+        ccfg.raft.election_timeout_min = config.election_timeout_min_ms;
+        ccfg.raft.election_timeout_max = config.election_timeout_max_ms;
+        ccfg.raft.heartbeat_interval = config.raft_heartbeat_interval_ms;
+        ccfg.raft.snapshot_policy =
+            openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_max_log_entries.max(1));
+        ccfg.raft.max_in_snapshot_log_to_keep = config.snapshot_max_log_entries.min(1000);
+        ccfg.lifecycle = LifecycleConfig {
+            heartbeat: HeartbeatConfig {
+                session_timeout_ms: config.session_timeout_ms,
+                loss_grace_ms: config.heartbeat_loss_grace_ms,
+            },
+            ..LifecycleConfig::default()
+        };
+        let controller = Controller::start(ccfg, rpc_listener)
+            .await
+            .map_err(|e| BrokerError::Metadata(format!("starting the controller: {e}")))?;
+        let wait_for_existing = Duration::from_millis(config.election_timeout_max_ms * 3);
+        if let Err(e) = bootstrap::join(&controller, &voters, wait_for_existing).await {
+            controller.shutdown().await;
+            return Err(e);
+        }
+        let raft = controller.raft().clone();
+        let reader = controller.metadata().clone();
+        let writer = MetadataClient::new(
+            raft_node_id,
+            raft.clone(),
+            voters.values().cloned().collect(),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        if !voters.contains_key(&raft_node_id) {
+            // Not a voter: ask the leader to add us as a learner, in the background, so
+            // the metadata log reaches this node.
+            let writer = writer.clone();
+            let addr = rpc_addr.clone();
+            tokio::spawn(async move {
+                loop {
+                    match writer.add_learner(&addr, Duration::from_secs(30)).await {
+                        Ok(()) => {
+                            info!(rpc_addr = %addr, "joined the metadata quorum as a learner");
+                            return;
+                        }
+                        Err(e) => warn!(error = %e, "cannot join the metadata quorum yet"),
+                    }
+                }
+            });
+        }
+        info!(node_id, %rpc_addr, %bound, voters = ?voters, "controller node started");
+        Ok(Self {
+            node_id,
+            config: config.clone(),
+            voters,
+            rpc_addr,
+            controller: Mutex::new(Some(controller)),
+            raft,
+            reader,
+            writer,
+            broker_client: Mutex::new(None),
+            status: Mutex::new(None),
+            image: RwLock::new(Arc::default()),
+            synced: watch::channel(0).0,
+        })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The image the topic table currently reflects.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.read().clone()
+    }
+
+    /// The Raft leader (the active controller) this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, sluice_controller::ControllerNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Registers this broker with the active controller and keeps heartbeating it.
+    /// `endpoints` are the advertised listeners.
+    pub fn register(&self, endpoints: Vec<BrokerEndpoint>, rack: Option<String>) {
+        let client = BrokerClient::start(
+            BrokerClientConfig {
+                broker_id: self.node_id,
+                endpoints,
+                rack,
+                voters: self.voters.clone(),
+                heartbeat_interval: Duration::from_millis(self.config.heartbeat_interval_ms),
+                connect_timeout: Duration::from_secs(1),
+                rpc_timeout: Duration::from_secs(5),
+            },
+            self.synced.subscribe(),
+        );
+        *self.status.lock() = Some(client.status());
+        *self.broker_client.lock() = Some(client);
+    }
+
+    /// This broker's registration as the lifecycle client last heard it.
+    pub fn broker_status(&self) -> Option<BrokerStatus> {
+        self.status.lock().as_ref().map(|s| s.borrow().clone())
+    }
+
+    /// Waits until this node's own applied metadata shows this broker registered and
+    /// unfenced (it has caught up), logging while it waits: Kafka's brokers serve clients
+    /// only then, and Metadata answered from an image without this broker would send
+    /// clients away.
+    pub async fn wait_unfenced(&self) {
+        let mut synced = self.synced.subscribe();
+        let mut waited = 0u64;
+        loop {
+            let unfenced = self.image().broker(self.node_id).is_some_and(|b| !b.fenced);
+            if unfenced {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), synced.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    waited += 5;
+                    info!(
+                        waited_s = waited,
+                        status = ?self.broker_status(),
+                        "waiting for the metadata quorum to unfence this broker"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes `record` through the active controller and waits until this node's topic
+    /// table reflects it. The state machine's answer is returned as is; the quorum not
+    /// committing in time is REQUEST_TIMED_OUT.
+    pub async fn write(&self, record: MetadataRecord) -> Result<MetadataResponse, AdminError> {
+        let timeout = Duration::from_millis(self.config.admin_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome = self
+            .writer
+            .write(record, timeout)
+            .await
+            .map_err(|e| match e {
+                ForwardError::Timeout => AdminError::new(
+                    ErrorCode::RequestTimedOut,
+                    "The metadata quorum did not commit the change in time.",
+                ),
+                other => AdminError::new(ErrorCode::RequestTimedOut, other.to_string()),
+            })?;
+        let mut synced = self.synced.subscribe();
+        let index = outcome.index;
+        let reached = tokio::time::timeout_at(deadline, async move {
+            synced.wait_for(|i| *i >= index).await.is_ok()
+        });
+        match reached.await {
+            Ok(true) => Ok(outcome.response),
+            _ => Err(AdminError::new(
+                ErrorCode::RequestTimedOut,
+                "The change was committed but this node has not applied it yet.",
+            )),
+        }
+    }
+
+    /// [`Cluster::write`] from a blocking-pool thread (the admin handlers run there).
+    pub fn write_blocking(&self, record: MetadataRecord) -> Result<MetadataResponse, AdminError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.block_on(self.write(record)),
+            Err(_) => Err(AdminError::new(
+                ErrorCode::UnknownServerError,
+                "no runtime to reach the metadata quorum",
+            )),
+        }
+    }
+
+    /// Starts the task that brings `target`'s topics to each newly applied image.
+    pub fn spawn_sync(
+        self: &Arc<Self>,
+        target: Arc<dyn SyncTarget>,
+    ) -> tokio::task::JoinHandle<()> {
+        sync::spawn(self.clone(), target)
+    }
+
+    /// Controlled shutdown: the controller moves this broker's leaderships away and
+    /// fences it; then the lifecycle client stops.
+    pub async fn leave(&self) {
+        let client = self.broker_client.lock().take();
+        if let Some(client) = client {
+            let timeout = Duration::from_millis(self.config.controlled_shutdown_timeout_ms);
+            if client.controlled_shutdown(timeout).await {
+                info!("controlled shutdown complete");
+            } else {
+                warn!(
+                    ?timeout,
+                    "controlled shutdown did not complete in time; stopping anyway"
+                );
+            }
+            client.stop().await;
+        }
+    }
+
+    /// Stops the controller node (after [`Cluster::leave`]).
+    pub async fn shutdown(&self) {
+        let controller = self.controller.lock().take();
+        if let Some(controller) = controller {
+            controller.shutdown().await;
+        }
+    }
+}
