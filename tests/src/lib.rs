@@ -9,6 +9,7 @@
     clippy::print_stderr
 )]
 
+pub mod cluster;
 pub mod kafka;
 pub mod raw;
 pub mod recorder;
@@ -17,7 +18,7 @@ pub mod wire;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Path of the `sluice` binary built in the same profile as this test.
@@ -75,10 +76,7 @@ impl Sluice {
     /// Stops with SIGTERM and waits for a clean exit (asserting exit status 0).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+            sigterm(&child);
             let status = wait_timeout(&mut child, Duration::from_secs(20));
             assert!(
                 status.is_some_and(|s| s.success()),
@@ -124,7 +122,16 @@ pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -
     start.elapsed()
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+/// Sends SIGTERM (a graceful stop) without waiting for the exit.
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Waits up to `limit` for `child` to exit; SIGKILLs it and returns `None` if it did not.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -132,14 +139,103 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Spawns sluice and waits for its "sluice listening" log line to learn the bound port.
-fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
+/// Everything a process wrote (stdout and stderr, one entry a line), kept for assertions.
+#[derive(Debug, Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn text(&self) -> String {
+        self.text_since(0)
+    }
+
+    /// The lines from line `first` on (see [`Log::len`]), joined.
+    pub fn text_since(&self, first: usize) -> String {
+        let lines = self.0.lock().unwrap();
+        lines.get(first..).unwrap_or_default().join("\n")
+    }
+
+    /// How many lines were written so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// A started `sluice` process that has not necessarily reported listening yet.
+pub struct Launched {
+    pub child: Child,
+    listening: mpsc::Receiver<String>,
+    /// The threads reading its stdout and stderr; they end at the process's exit.
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Launched {
+    /// Waits (until `deadline`) for the "sluice listening" line and returns the process
+    /// and the address of its first listener; kills it and panics if the line does not
+    /// come (or the process exits first).
+    pub fn wait_listening(self, deadline: Instant, who: &str) -> (Child, String) {
+        let Launched {
+            mut child,
+            listening,
+            ..
+        } = self;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match listening.recv_timeout(left) {
+            Ok(addr) => (child, addr),
+            Err(e) => {
+                let status = child.try_wait();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{who} did not report its listening address in time ({e}; exit: {status:?})"
+                );
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit (SIGKILLing it if it does not), then
+    /// until its output has all been read.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let status = wait_timeout(&mut self.child, limit);
+        for r in self.readers {
+            let _ = r.join();
+        }
+        status
+    }
+}
+
+/// Starts `sluice` on `dir` with `extra` (plus `--listen listen` unless `extra` names
+/// listeners). Its stdout and stderr are echoed with `prefix` (so failures show the
+/// broker's log in the test output) and appended to `log`.
+pub fn launch(dir: &Path, extra: &[String], listen: &str, prefix: &str, log: &Log) -> Launched {
     // With named listeners the test gives every address itself (`--listen` conflicts);
     // the first listener is the one `addr` reports.
     let listen_args: Vec<&str> = if extra.iter().any(|a| a == "--listeners") {
@@ -157,12 +253,14 @@ fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
             std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sluice");
     let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let (prefix_out, log_out) = (prefix.to_string(), log.clone());
+    let out = std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -178,15 +276,27 @@ fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
                     }
                 }
             }
-            // Keep echoing so failures show the broker's log in the test output.
-            eprintln!("[sluice] {line}");
+            eprintln!("{prefix_out} {line}");
+            log_out.push(line);
         }
     });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(addr) => (child, addr),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("sluice did not report its listening address within 30 s");
+    let (prefix_err, log_err) = (prefix.to_string(), log.clone());
+    let err = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{prefix_err} {line}");
+            log_err.push(line);
         }
+    });
+    Launched {
+        child,
+        listening: rx,
+        readers: vec![out, err],
     }
+}
+
+/// Spawns sluice and waits for its "sluice listening" log line to learn the bound port.
+fn spawn(dir: &Path, extra: &[String], listen: &str) -> (Child, String) {
+    launch(dir, extra, listen, "[sluice]", &Log::default())
+        .wait_listening(Instant::now() + Duration::from_secs(30), "sluice")
 }

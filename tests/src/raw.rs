@@ -2,7 +2,7 @@
 //! must send exact requests (every API version, malformed frames) and read raw answers.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,15 +17,23 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: &str) -> RawClient {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        RawClient {
+        RawClient::try_connect(addr, Duration::from_secs(20)).expect("connect")
+    }
+
+    /// Connects without panicking, with `timeout` for the connect and each later read
+    /// (for tests that talk to nodes which may be down or failing over).
+    pub fn try_connect(addr: &str, timeout: Duration) -> std::io::Result<RawClient> {
+        let sock = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+        let stream = TcpStream::connect_timeout(&sock, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
             stream,
             next_correlation: 1,
-        }
+        })
     }
 
     /// Sends `req` as `api` at `version` and decodes the response (checking the
@@ -40,10 +48,33 @@ impl RawClient {
         self.recv(api, version, corr)
     }
 
+    /// [`RawClient::call`] that reports a failed write or read (a node that died, a read
+    /// timeout) as an error instead of panicking; a malformed answer still panics.
+    pub fn try_call<Req: Encode, Resp: Decode>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        let corr = self.try_send(api, version, req)?;
+        let body = self.try_read_frame()?;
+        Ok(self.decode_response(body, api, version, corr))
+    }
+
     /// Reads and decodes the response to a request sent earlier with [`RawClient::send`]
     /// (responses come back in request order), checking its correlation id.
     pub fn recv<Resp: Decode>(&mut self, api: ApiKey, version: i16, corr: i32) -> Resp {
-        let mut body = self.read_frame().expect("response frame");
+        let body = self.read_frame().expect("response frame");
+        self.decode_response(body, api, version, corr)
+    }
+
+    fn decode_response<Resp: Decode>(
+        &self,
+        mut body: Bytes,
+        api: ApiKey,
+        version: i16,
+        corr: i32,
+    ) -> Resp {
         let header_version = api.response_header_version(version);
         let got = i32::from_be_bytes(body[..4].try_into().unwrap());
         assert_eq!(got, corr, "correlation id");
@@ -65,12 +96,21 @@ impl RawClient {
 
     /// Sends without reading an answer; returns the correlation id.
     pub fn send<Req: Encode>(&mut self, api: ApiKey, version: i16, req: &Req) -> i32 {
+        self.try_send(api, version, req).expect("write")
+    }
+
+    fn try_send<Req: Encode>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<i32> {
         let corr = self.next_correlation;
         self.next_correlation += 1;
         let frame =
             encode_request(api, version, corr, Some("sluice-tests"), req).expect("encode request");
-        self.stream.write_all(&frame).expect("write");
-        corr
+        self.stream.write_all(&frame)?;
+        Ok(corr)
     }
 
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -80,12 +120,16 @@ impl RawClient {
     /// Reads one response frame (without its length prefix); `None` when the broker
     /// closed the connection.
     pub fn read_frame(&mut self) -> Option<Bytes> {
+        self.try_read_frame().ok()
+    }
+
+    fn try_read_frame(&mut self) -> std::io::Result<Bytes> {
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).ok()?;
+        self.stream.read_exact(&mut len)?;
         let n = i32::from_be_bytes(len) as usize;
         let mut buf = BytesMut::zeroed(n);
-        self.stream.read_exact(&mut buf).ok()?;
-        Some(buf.freeze())
+        self.stream.read_exact(&mut buf)?;
+        Ok(buf.freeze())
     }
 
     /// True when the broker has closed this connection (EOF or reset) within the timeout.

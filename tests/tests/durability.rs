@@ -219,3 +219,39 @@ async fn corrupt_last_batch_is_truncated_on_recovery() {
     std::fs::write(&seg, &bytes).unwrap();
     assert_recovered_prefix(&mut node, "corrupt", 49).await;
 }
+
+/// A single-node data dir from before the metadata quorum kept its topics in
+/// `topics.json`: the node carries them into the metadata log with their topic IDs and
+/// serves the data already on disk (rather than removing the directories as strays).
+#[test]
+fn a_data_dir_from_before_the_metadata_quorum_keeps_its_topics_and_data() {
+    use sluice_system_tests::raw::RawClient;
+    use sluice_system_tests::wire::{fetch_at, must_create, produce_ok, values};
+
+    let mut node = Sluice::start(&[]);
+    let mut c = RawClient::connect(&node.addr);
+    let id = must_create(&mut c, "legacy", 2);
+    produce_ok(&mut c, "legacy", 1, &[b"kept-1", b"kept-2"]);
+    drop(c);
+    node.stop();
+    // The layout of the old releases: no metadata log, topics in topics.json.
+    std::fs::remove_dir_all(node.data_dir.join("controller")).unwrap();
+    let hex: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+    let file = format!(
+        r#"{{"version":1,"topics":[{{"name":"legacy","id":"{hex}","partitions":2,"configs":{{"retention.ms":"123456789"}}}}]}}"#
+    );
+    std::fs::write(node.data_dir.join("topics.json"), file).unwrap();
+    node.restart();
+    let mut c = RawClient::connect(&node.addr);
+    let m = sluice_system_tests::wire::metadata(&mut c, 12, Some(&["legacy"]), false);
+    assert_eq!(m.topics[0].error_code, 0);
+    assert_eq!(m.topics[0].topic_id, id, "the topic keeps its ID");
+    assert_eq!(m.topics[0].partitions.len(), 2);
+    let data = fetch_at(&mut c, "legacy", 1, 0);
+    assert_eq!(
+        values(data.records.as_ref().unwrap()),
+        vec!["kept-1".to_string(), "kept-2".to_string()]
+    );
+    assert!(!node.data_dir.join("topics.json").exists());
+    assert!(node.data_dir.join("topics.json.migrated").exists());
+}

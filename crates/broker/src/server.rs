@@ -98,6 +98,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     // Logs are recovered as the first image is followed (on the blocking pool).
     let sync = cluster.spawn_sync(broker.clone());
     cluster.wait_unfenced().await;
+    cluster
+        .migrate_legacy_topics(&broker.config.data_dir)
+        .await?;
     // Only now is the image known to hold every topic that existed before this start
     // (the controller unfences a broker once it has caught up): directories of topics
     // deleted meanwhile, or of an interrupted delete, can go. Before this point a

@@ -1,10 +1,7 @@
-//! Durable topic metadata of a single node: names, topic IDs, partition counts and
-//! config overrides, in one JSON file replaced atomically.
-//!
-//! This is the single-node stand-in for the controller's metadata log: everything the
-//! broker needs to rebuild its topic table after a restart lives here, written before
-//! any partition directory is created so that a crash can only leave stray directories
-//! (cleaned up at startup), never a topic without its ID.
+//! The node identity (`meta.properties`: node id and cluster id), and the topics file
+//! (`topics.json`) single-node data dirs kept before the metadata quorum existed: it is
+//! read once, to carry those topics into the metadata log (`Cluster::migrate_legacy_topics`),
+//! then retired.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -89,6 +86,12 @@ impl TopicStore {
                 })
             })
             .collect()
+    }
+
+    /// Renames the file out of the way once its topics are in the metadata log.
+    pub fn retire(&self) -> Result<(), BrokerError> {
+        let retired = self.path.with_extension("json.migrated");
+        fs::rename(&self.path, &retired).map_err(|e| BrokerError::io(&self.path, e))
     }
 
     /// Replaces the file atomically: write a temp file, fsync it, rename, fsync the dir.

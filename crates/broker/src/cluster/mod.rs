@@ -243,6 +243,52 @@ impl Cluster {
         }
     }
 
+    /// Carries the topics of a single-node data dir from before the metadata quorum
+    /// (`topics.json`) into the metadata log, with their topic IDs, so their partition
+    /// directories are found again rather than removed as strays. Runs once this broker
+    /// is unfenced (a topic's first leader must be a live broker); a multi-node cluster
+    /// never had such a file.
+    pub async fn migrate_legacy_topics(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<(), BrokerError> {
+        let store = crate::topic_store::TopicStore::new(data_dir);
+        let legacy = store.load()?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        for t in legacy {
+            let count = usize::try_from(t.partitions).unwrap_or(0);
+            let record = MetadataRecord::CreateTopic {
+                name: t.name.clone(),
+                id: t.id.0,
+                partitions: vec![
+                    sluice_controller::PartitionAssignment {
+                        replicas: vec![self.node_id],
+                    };
+                    count
+                ],
+                configs: t.configs,
+            };
+            match self.write(record).await {
+                Ok(MetadataResponse::Applied) => {
+                    info!(topic = %t.name, "migrated topic into the metadata log")
+                }
+                Ok(MetadataResponse::Rejected(reason)) => {
+                    info!(topic = %t.name, %reason, "topic already in the metadata log")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(BrokerError::Metadata(format!(
+                        "migrating topic {} into the metadata log: {}",
+                        t.name, e.message
+                    )))
+                }
+            }
+        }
+        store.retire()
+    }
+
     /// [`Cluster::write`] from a blocking-pool thread (the admin handlers run there).
     pub fn write_blocking(&self, record: MetadataRecord) -> Result<MetadataResponse, AdminError> {
         match tokio::runtime::Handle::try_current() {

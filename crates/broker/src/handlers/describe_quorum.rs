@@ -23,7 +23,7 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 pub fn handle(
     broker: &Arc<Broker>,
     req: DescribeQuorumRequest,
-    _version: i16,
+    version: i16,
 ) -> DescribeQuorumResponse {
     let m = broker.cluster.raft_metrics();
     let me = broker.config.node_id;
@@ -46,7 +46,12 @@ pub fn handle(
     let state = |id: u64| ReplicaState {
         replica_id: as_i32(id),
         log_end_offset: log_end(id),
-        last_fetch_timestamp: if leader == me { now } else { -1 },
+        // A v0 response has no timestamps (the encoder refuses a field a version lacks).
+        last_fetch_timestamp: if leader == me && version >= 1 {
+            now
+        } else {
+            -1
+        },
         last_caught_up_timestamp: -1,
         ..Default::default()
     };
@@ -88,6 +93,7 @@ pub fn handle(
         .collect();
     let nodes = membership
         .nodes()
+        .filter(|_| version >= 2)
         .filter_map(|(id, node)| {
             let (host, port) = node.rpc_addr.rsplit_once(':')?;
             Some(Node {
