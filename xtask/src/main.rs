@@ -4,8 +4,10 @@
 //! to come (ci, tidy, compat, bench, ...) plug in the same way as `codegen`.
 
 mod bench;
+mod bench_controller;
 mod bench_groups;
 mod ci;
+mod cluster;
 mod codegen;
 mod compat;
 mod fuzz;
@@ -39,6 +41,14 @@ commands:
       Produce/consume throughput and latency with librdkafka; JSON + SVG in target/bench/.
   bench groups [--quick]
       Consumer-group settle time and commit throughput/latency; JSON + SVG in target/bench/.
+  bench controller [--quick] [--runs N]
+      Metadata quorum on 3 local nodes: kill -9 of a broker / of the controller leader
+      until every survivor shows it fenced with new leaders, and the CreateTopics round
+      trip (to the leader, forwarded); JSON + SVG in target/bench/.
+  cluster up [--nodes N] [--keep-data] [-- SLUICE_ARGS...] | status | down
+  cluster kill --node N | start --node N
+      A local cluster of N (1-5, default 3) sluice processes on 127.0.0.1, node i
+      serving Kafka on port i9092; state, data and logs in target/cluster/.
   help
       Print this message.";
 
@@ -55,6 +65,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run(&workspace_root()?, rest),
         "compat" => compat::run(&workspace_root()?, rest),
         "bench" => bench::run(&workspace_root()?, rest),
+        "cluster" => cluster::run(&workspace_root()?, rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
