@@ -31,6 +31,7 @@ use crate::util::{cargo, output, run as run_cmd};
 const USAGE: &str = "\
 usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--repeat K] [--out DIR]
        cargo xtask bench groups [--quick] [--out DIR]   (consumer-group figures, see bench_groups.rs)
+       cargo xtask bench controller [--quick] [--runs N] [--out DIR]   (metadata quorum figures, see bench_controller.rs)
   --messages N   messages per throughput phase (default 1000000; 100000 with --quick)
   --size S       message value size in bytes (default 1024)
   --repeat K     runs of each throughput phase, the median reported (default 3)
@@ -97,6 +98,9 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "groups") {
         return crate::bench_groups::run(root, &args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "controller") {
+        return crate::bench_controller::run(root, &args[1..]);
     }
     let opts = parse(root, args)?;
     let started = Instant::now();
