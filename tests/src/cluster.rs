@@ -142,7 +142,10 @@ impl Cluster {
     }
 
     /// Starts every node that is not running, all at once (a node reports listening only
-    /// once the quorum unfenced it, which takes a majority), and waits for each.
+    /// once the quorum unfenced it, which takes a majority), waits for each, then until
+    /// every node's Metadata lists every running node as a broker. (A node answers
+    /// admin requests from its own view: before that it may place replicas on fewer
+    /// brokers than are up.)
     pub fn start_all(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         let launched: Vec<(usize, Launched)> = self
@@ -158,6 +161,10 @@ impl Cluster {
             node.child = Some(child);
             node.addr = addr;
         }
+        let live = self.live();
+        self.converged(START_TIMEOUT, "every node listed as a broker", |v| {
+            v.brokers.keys().copied().eq(live.iter().copied())
+        });
     }
 
     pub fn node(&self, id: i32) -> &Node {
@@ -214,6 +221,17 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to node `id`'s process.
+    pub fn signal(&self, id: i32, signal: &str) {
+        let child = self.node(id).child.as_ref().expect("node is running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} node {id}");
     }
 
     /// SIGTERM and a bounded wait for a clean exit (status 0).

@@ -250,7 +250,7 @@ pub fn launch(dir: &Path, extra: &[String], listen: &str, prefix: &str, log: &Lo
         .args(extra)
         .env(
             "SLUICE_LOG_LEVEL",
-            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,openraft=off".into()),
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

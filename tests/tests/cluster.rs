@@ -60,6 +60,14 @@ fn create(
     r.topic_id
 }
 
+/// Waits until every live node lists topic `name` with `id` (a node checks admin
+/// requests against its own view, which may lag the node that made the change).
+fn everywhere(c: &Cluster, name: &str, id: Uuid) {
+    c.converged(CONVERGE, &format!("topic {name}"), |v| {
+        v.topics.get(name).is_some_and(|t| t.id == id)
+    });
+}
+
 /// Every partition of every topic is led by one of `live`.
 fn led_by(view: &View, live: &[i32]) -> bool {
     view.leaders().iter().all(|l| live.contains(l))
@@ -159,7 +167,9 @@ fn topic_configs(c: &mut RawClient, topic: &str) -> BTreeMap<String, (Option<Str
 
 #[test]
 fn restart_all_nodes_keeps_an_identical_image() {
-    let mut c = Cluster::start(3, &[]);
+    // Stopping every node at once, the last one's controlled shutdown cannot complete
+    // (no quorum is left to fence it) and waits out its timeout, 10 s by default.
+    let mut c = Cluster::start(3, &["--controlled-shutdown-timeout-ms", "2000"]);
     create(
         &c,
         1,
@@ -168,7 +178,8 @@ fn restart_all_nodes_keeps_an_identical_image() {
         3,
         &[("retention.ms", "123456"), ("cleanup.policy", "compact")],
     );
-    create(&c, 2, "grown", 2, 2, &[]);
+    let grown = create(&c, 2, "grown", 2, 2, &[]);
+    everywhere(&c, "grown", grown);
     let req = CreatePartitionsRequest {
         topics: vec![CreatePartitionsTopic {
             name: "grown".into(),
@@ -181,7 +192,8 @@ fn restart_all_nodes_keeps_an_identical_image() {
     let resp: CreatePartitionsResponse = c.raw(3).call(ApiKey::CreatePartitions, 3, &req);
     assert_eq!(resp.results[0].error_code, 0, "{:?}", resp.results[0]);
     create(&c, 3, "single", 1, 1, &[]);
-    create(&c, 1, "deleted", 3, 3, &[]);
+    let deleted = create(&c, 1, "deleted", 3, 3, &[]);
+    everywhere(&c, "deleted", deleted);
     assert_eq!(wire::delete_topic(&mut c.raw(2), "deleted"), 0);
 
     let before = c.converged(CONVERGE, "the topics", |v| {
@@ -258,6 +270,78 @@ fn a_fenced_broker_loses_its_leaderships() {
     );
 }
 
+/// A broker paused (SIGSTOP) for half the session timeout keeps its session: its
+/// heartbeat stream stays open, so only the session timeout (3 s in the harness) can
+/// fence it. Paused for longer than that it is fenced, and once resumed it heartbeats
+/// and is unfenced again.
+#[test]
+fn a_paused_broker_is_fenced_only_after_its_session_timeout() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.controller_leader();
+    let victim = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let id = create(&c, leader, "p", 6, 3, &[]);
+    let all = c.ids();
+    c.converged(CONVERGE, "p led by every broker", |v| {
+        v.topics.get("p").is_some_and(|t| t.id == id) && v.brokers.len() == 3
+    });
+    let listed_everywhere = |c: &Cluster, victim: i32| {
+        all.iter()
+            .filter(|&&i| i != victim)
+            .all(|&i| c.view(i).is_ok_and(|v| v.brokers.contains_key(&victim)))
+    };
+
+    // Half the session: never fenced, on any survivor, at any sample.
+    c.signal(victim, "STOP");
+    let paused = Instant::now();
+    let mut samples = 0;
+    while paused.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            listed_everywhere(&c, victim),
+            "broker {victim} fenced after {:?} of a pause (session 3 s)",
+            paused.elapsed()
+        );
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.signal(victim, "CONT");
+    assert!(samples > 20, "{samples} samples");
+    // Give the resumed broker a heartbeat to renew its session before the next pause.
+    c.converged(CONVERGE, "the paused broker still listed", |v| {
+        v.brokers.contains_key(&victim)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Back from a pause longer than an election timeout, the node campaigns at once with
+    // a higher term, and may become the controller (openraft 0.9 has no pre-vote): that
+    // fences nobody (the previous controller's broker moves to the new one within the
+    // loss grace), as every broker is still listed everywhere.
+    c.converged(CONVERGE, "every broker listed after the pause", |v| {
+        v.brokers.keys().copied().collect::<Vec<_>>() == all
+    });
+    // Pause a node that is not the controller now: a paused controller is, for the
+    // others, a dead one, and is fenced after the loss grace like a crashed one.
+    let (leader, _) = c.await_controller_leader(CONVERGE, None);
+    let victim = all.iter().copied().find(|&i| i != leader).unwrap();
+    let others: Vec<i32> = all.iter().copied().filter(|&i| i != victim).collect();
+
+    // Longer than the session: fenced (by the session timeout, the stream being open).
+    c.signal(victim, "STOP");
+    let paused = Instant::now();
+    wait_for(Duration::from_secs(6), "the paused broker fenced", || {
+        others
+            .iter()
+            .all(|&i| c.view(i).is_ok_and(|v| !v.brokers.contains_key(&victim)))
+    });
+    let fenced_after = paused.elapsed();
+    assert!(
+        fenced_after >= Duration::from_millis(2500),
+        "fenced after {fenced_after:?}, before the 3 s session could lapse"
+    );
+    c.signal(victim, "CONT");
+    c.converged(CONVERGE, "the resumed broker unfenced", |v| {
+        v.brokers.keys().copied().collect::<Vec<_>>() == all
+    });
+}
+
 /// What the creating thread saw for one topic.
 #[derive(Debug)]
 struct Created {
@@ -267,12 +351,12 @@ struct Created {
     attempts: usize,
 }
 
-/// Creates `t-0`..`t-{n-1}` one at a time through any of `addrs` that answers, moving on
-/// to the next address on an error or a failed connection, until each is created.
+/// Creates `t-0`..`t-{n-1}` one at a time, each through the next of `addrs` in turn (so
+/// most requests are forwarded, some to a dead leader), moving on to the next address
+/// after an error or no answer, until each is created.
 fn create_through_failover(addrs: &[String], n: usize, progress: &AtomicUsize) -> Vec<Created> {
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut next = 0;
-    let mut client: Option<RawClient> = None;
     (0..n)
         .map(|i| {
             let name = format!("t-{i}");
@@ -280,44 +364,39 @@ fn create_through_failover(addrs: &[String], n: usize, progress: &AtomicUsize) -
             loop {
                 assert!(Instant::now() < deadline, "{name} still not created");
                 attempts += 1;
-                let c = match client.take() {
-                    Some(c) => Some(c),
-                    None => RawClient::try_connect(&addrs[next], Duration::from_secs(3)).ok(),
-                };
-                let answer = c.and_then(|mut c| {
-                    let r = try_create(&mut c, &name, 1, 1, &[]).ok();
-                    client = Some(c);
-                    r
-                });
+                let addr = &addrs[next];
+                next = (next + 1) % addrs.len();
+                let answer = RawClient::try_connect(addr, Duration::from_secs(3))
+                    .and_then(|mut c| try_create(&mut c, &name, 1, 1, &[]));
                 match answer {
-                    Some(r) if r.error_code == 0 => {
+                    Ok(r) if r.error_code == 0 => {
                         progress.fetch_add(1, Ordering::SeqCst);
                         return Created {
                             id: Some(r.topic_id),
                             attempts,
                         };
                     }
-                    Some(r)
+                    Ok(r)
                         if r.error_code == ErrorCode::TopicAlreadyExists.code() && attempts > 1 =>
                     {
                         progress.fetch_add(1, Ordering::SeqCst);
                         return Created { id: None, attempts };
                     }
-                    Some(r) => {
+                    Ok(r) => {
                         assert_ne!(
                             r.error_code,
                             ErrorCode::TopicAlreadyExists.code(),
                             "{name} existed before it was first created"
                         );
                         println!(
-                            "create {name} through {}: error {} {:?}; retrying",
-                            addrs[next], r.error_code, r.error_message
+                            "create {name} through {addr}: error {} {:?}; retrying",
+                            r.error_code, r.error_message
                         );
                     }
-                    None => println!("create {name} through {}: no answer", addrs[next]),
+                    // The dead node refuses every connection: not worth a line each.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => println!("create {name} through {addr}: {e}; retrying"),
                 }
-                client = None;
-                next = (next + 1) % addrs.len();
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
@@ -418,7 +497,9 @@ fn metadata_through_each_named_listener_returns_that_listeners_endpoints() {
 #[test]
 fn a_voter_list_that_disagrees_with_the_stored_one_is_refused() {
     let refusal = Duration::from_secs(10);
-    let mut c = Cluster::start(1, &[]);
+    // The cluster id is pinned: derived from --voters, it would change with them, and
+    // the node would refuse the data dir as another cluster's before comparing voters.
+    let mut c = Cluster::start(1, &["--cluster-id", "cluster-v"]);
     c.stop(1);
     let other = free_ports(1)[0];
     let voters = format!("{},2@127.0.0.1:{other}", c.voters);

@@ -757,6 +757,20 @@ fn table(doc: &Value) -> String {
     t
 }
 
+/// Opens an SVG document of `width` x 440 on a white background with `title` on top.
+pub(crate) fn svg_start(s: &mut String, width: u32, title: &str) {
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="440" font-family="sans-serif">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="22" font-size="13">{}</text>"#,
+        esc(title)
+    );
+}
+
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

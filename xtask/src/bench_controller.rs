@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{bar_panel, code_state, esc, loadavg, machine_info};
+use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start};
 use crate::util::{cargo, output, run as run_cmd};
 
 const USAGE: &str = "usage: cargo xtask bench controller [--quick] [--runs N] [--out DIR]";
@@ -77,7 +77,7 @@ fn driver(root: &Path, opts: &Opts, log: &Path) -> Result<Value> {
         // Lifecycle events (stream loss, activation, fencing) with their timestamps.
         .env(
             "SLUICE_TEST_LOG",
-            "info,openraft=warn,sluice_controller::lifecycle=debug,sluice_controller::server=debug",
+            "info,openraft=off,sluice_controller::lifecycle=debug,sluice_controller::server=debug",
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -252,20 +252,12 @@ fn table(doc: &Value) -> String {
 fn svg(doc: &Value) -> String {
     let sc = &doc["scenarios"];
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="960" height="440" font-family="sans-serif">"#
+    let title = format!(
+        "sluice metadata quorum, 3 nodes on 127.0.0.1, {} ({})",
+        doc["date"].as_str().unwrap_or(""),
+        doc["code"]["head"].as_str().unwrap_or("").trim()
     );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="20" y="22" font-size="13">{}</text>"#,
-        esc(&format!(
-            "sluice metadata quorum, 3 nodes on 127.0.0.1, {} ({})",
-            doc["date"].as_str().unwrap_or(""),
-            doc["code"]["head"].as_str().unwrap_or("").trim()
-        ))
-    );
+    svg_start(&mut s, 960, &title);
     let kb = &sc["kill_broker"];
     let kc = &sc["kill_controller"];
     bar_panel(

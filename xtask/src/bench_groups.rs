@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{bar_panel, code_state, esc, loadavg, machine_info, Server};
+use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start, Server};
 use crate::util::{cargo, output, run as run_cmd};
 
 struct Opts {
@@ -191,21 +191,13 @@ fn svg(doc: &Value) -> String {
     let dd = &doc["default_initial_delay"];
     let c = &nd["commit"];
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="1400" height="440" font-family="sans-serif">"#
+    let title = format!(
+        "sluice consumer groups, librdkafka {}, {} ({})",
+        doc["librdkafka_version"].as_str().unwrap_or("?"),
+        doc["date"].as_str().unwrap_or(""),
+        doc["code"]["head"].as_str().unwrap_or("").trim()
     );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="20" y="22" font-size="13">{}</text>"#,
-        esc(&format!(
-            "sluice consumer groups, librdkafka {}, {} ({})",
-            doc["librdkafka_version"].as_str().unwrap_or("?"),
-            doc["date"].as_str().unwrap_or(""),
-            doc["code"]["head"].as_str().unwrap_or("").trim()
-        ))
-    );
+    svg_start(&mut s, 1400, &title);
     bar_panel(
         &mut s,
         40.0,

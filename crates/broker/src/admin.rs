@@ -1,6 +1,7 @@
 //! Admin changes to topics, as the handlers of CreateTopics, DeleteTopics,
 //! CreatePartitions, AlterConfigs and IncrementalAlterConfigs (and auto-creation) ask for
-//! them: checked against this node's view of the metadata, turned into a metadata record
+//! them: checked against this node's view of the metadata (first brought up to what the
+//! quorum has committed, see `Cluster::catch_up_blocking`), turned into a metadata record
 //! (with replica placement for new partitions), written through the active controller
 //! and answered once this node's topic table shows the result.
 //!
@@ -87,6 +88,7 @@ impl Broker {
 
     /// Deletes a topic; returns its ID.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, AdminError> {
+        self.cluster.catch_up_blocking()?;
         let topic = self.topics.existing(name)?;
         let record = MetadataRecord::DeleteTopic {
             name: name.to_string(),
@@ -109,6 +111,7 @@ impl Broker {
         assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), AdminError> {
+        self.cluster.catch_up_blocking()?;
         let topic = self.topics.check_add_partitions(name, total)?;
         let current = topic.partition_count();
         let image = self.cluster.image();
@@ -163,6 +166,7 @@ impl Broker {
         validate_only: bool,
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AdminError>,
     ) -> Result<(), AdminError> {
+        self.cluster.catch_up_blocking()?;
         let topic = self.topics.existing(name)?;
         let overrides = change(&topic.overrides)?;
         self.topics.validated_config(&overrides)?;

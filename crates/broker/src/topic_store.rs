@@ -161,8 +161,9 @@ pub fn load_or_init_identity(
             if let Some(expected) = expected.filter(|e| *e != cluster) {
                 return Err(BrokerError::Metadata(format!(
                     "{} belongs to cluster {cluster}, but this node is configured for cluster \
-                     {expected} (--cluster-id, or derived from --voters); refusing to start \
-                     rather than mix two clusters' data",
+                     {expected} (--cluster-id, or derived from --voters when it is not given: \
+                     if --voters changed, restore the original list, since changing the voter \
+                     set is not supported); refusing to start rather than mix two clusters' data",
                     path.display()
                 )));
             }

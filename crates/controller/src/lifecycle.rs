@@ -315,15 +315,35 @@ impl Lifecycle {
             .resync(broker, registered, applied, now);
     }
 
+    /// Writes the partition changes of one election all at once: they touch distinct
+    /// partitions and were computed from one image, so their order does not matter, and
+    /// proposing them together lets Raft commit them in a few batches instead of one
+    /// round trip each (a broker leading thousands of partitions moves them all in
+    /// about the time of one write).
     async fn write_all(&self, records: Vec<MetadataRecord>) -> Result<()> {
+        let mut writes = tokio::task::JoinSet::new();
         for record in records {
-            if let (MetadataResponse::Rejected(reason), _) = self.write(record).await? {
-                // Computed under `writes` from the applied image, so only a concurrent
-                // admin change can make it stale; the next fence or unfence recomputes.
-                tracing::warn!(%reason, "partition change refused");
+            let this = self.clone();
+            writes.spawn(async move { this.write(record).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = writes.join_next().await {
+            match joined {
+                Ok(Ok((MetadataResponse::Rejected(reason), _))) => {
+                    // Computed under `writes` from the applied image, so only a concurrent
+                    // admin change can make it stale; the next fence or unfence recomputes.
+                    tracing::warn!(%reason, "partition change refused");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(LifecycleError::Unavailable(e.to_string()));
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Writes a record that must be applied, returning its log index.

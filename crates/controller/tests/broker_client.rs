@@ -16,15 +16,14 @@ use std::time::{Duration, Instant};
 
 use sluice_controller::proto::pb;
 use sluice_controller::{
-    BrokerClient, BrokerClientConfig, BrokerEndpoint, BrokerStatus, Controller, ControllerConfig,
-    ControllerNode, HeartbeatConfig, LifecycleConfig, MetadataImage, NodeId,
+    BrokerClient, BrokerClientConfig, BrokerEndpoint, BrokerStatus, Controller, MetadataImage,
+    NodeId,
 };
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
 mod common;
-use common::wait_leader;
+use common::{init_tracing, lifecycle_config, wait_leader};
 
 const LONG_SESSION_MS: u64 = 10_000;
 const GRACE_MS: u64 = 300;
@@ -32,45 +31,11 @@ const TICK: Duration = Duration::from_millis(50);
 /// Bound of every wait in this test.
 const WAIT: Duration = Duration::from_secs(10);
 
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
-fn config_with(id: NodeId, dir: &Path, session_timeout_ms: u64) -> ControllerConfig {
-    let mut config = ControllerConfig::new(id, dir);
-    config.raft.heartbeat_interval = 100;
-    config.raft.election_timeout_min = 300;
-    config.raft.election_timeout_max = 600;
-    config.rpc_timeout = Duration::from_millis(500);
-    config.connect_timeout = Duration::from_millis(200);
-    config.lifecycle = LifecycleConfig {
-        heartbeat: HeartbeatConfig {
-            session_timeout_ms,
-            loss_grace_ms: GRACE_MS,
-        },
-        tick_interval: TICK,
-    };
-    config
-}
-
 async fn start_voters(root: &Path, session_timeout_ms: u64) -> Vec<Controller> {
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dir = root.join(format!("node-{id}"));
-        let config = config_with(id, &dir, session_timeout_ms);
-        nodes.push(Controller::start(config, listener).await.unwrap());
-    }
-    let voters: BTreeMap<NodeId, ControllerNode> = nodes
-        .iter()
-        .map(|n| (n.node_id(), ControllerNode::new(n.rpc_addr().to_string())))
-        .collect();
-    nodes[0].initialize(voters).await.unwrap();
+    let nodes = common::start_voters(root, |id, dir| {
+        lifecycle_config(id, dir, session_timeout_ms, GRACE_MS, TICK)
+    })
+    .await;
     wait_leader(&nodes.iter().collect::<Vec<_>>(), None).await;
     nodes
 }

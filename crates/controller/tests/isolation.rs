@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use sluice_controller::network::LinkFilter;
 use sluice_controller::{
-    BrokerEndpoint, Controller, ControllerConfig, ControllerNode, MetadataImage, MetadataRecord,
-    MetadataResponse, NodeId, PartitionAssignment,
+    BrokerEndpoint, Controller, ControllerConfig, MetadataImage, MetadataRecord, MetadataResponse,
+    NodeId, PartitionAssignment,
 };
-use tokio::net::TcpListener;
+
+mod common;
 
 const HEARTBEAT_MS: u64 = 50;
 const ELECTION_MIN_MS: u64 = 250;
@@ -133,30 +134,11 @@ async fn wait_converged(nodes: &[&Controller], at_least: u64) -> MetadataImage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_cannot_commit_and_rejoins_the_majority() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let started = Instant::now();
     let root = tempfile::tempdir().unwrap();
     let filter = LinkFilter::new();
-    let mut nodes = Vec::new();
-    for id in ALL {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dir = root.path().join(format!("node-{id}"));
-        nodes.push(
-            Controller::start(config(id, &dir, &filter), listener)
-                .await
-                .unwrap(),
-        );
-    }
-    let voters: BTreeMap<NodeId, ControllerNode> = nodes
-        .iter()
-        .map(|n| (n.node_id(), ControllerNode::new(n.rpc_addr().to_string())))
-        .collect();
-    nodes[0].initialize(voters).await.unwrap();
+    let nodes = common::start_voters(root.path(), |id, dir| config(id, dir, &filter)).await;
 
     // (c) Every ~5 ms, note (term, id) of each node that is in state Leader.
     let metrics: Vec<_> = nodes.iter().map(|n| n.raft().metrics()).collect();

@@ -14,13 +14,11 @@ use std::time::{Duration, Instant};
 
 use sluice_controller::proto::pb;
 use sluice_controller::{
-    Controller, ControllerConfig, ControllerNode, HeartbeatConfig, LifecycleConfig, MetadataImage,
-    MetadataRecord, MetadataResponse, NodeId, PartitionAssignment,
+    Controller, MetadataImage, MetadataRecord, MetadataResponse, NodeId, PartitionAssignment,
 };
-use tokio::net::TcpListener;
 
 mod common;
-use common::wait_leader;
+use common::{init_tracing, lifecycle_config, wait_leader};
 use tonic::transport::Channel;
 
 const SESSION_MS: u64 = 1000;
@@ -29,40 +27,15 @@ const TICK: Duration = Duration::from_millis(50);
 /// Bound of every wait in this test.
 const WAIT: Duration = Duration::from_secs(5);
 
-type Client = pb::broker_lifecycle_client::BrokerLifecycleClient<Channel>;
-
-fn config_with(id: NodeId, dir: &Path, session_timeout_ms: u64) -> ControllerConfig {
-    let mut config = ControllerConfig::new(id, dir);
-    config.raft.heartbeat_interval = 100;
-    config.raft.election_timeout_min = 300;
-    config.raft.election_timeout_max = 600;
-    config.rpc_timeout = Duration::from_millis(500);
-    config.connect_timeout = Duration::from_millis(200);
-    config.lifecycle = LifecycleConfig {
-        heartbeat: HeartbeatConfig {
-            session_timeout_ms,
-            loss_grace_ms: GRACE_MS,
-        },
-        tick_interval: TICK,
-    };
-    config
-}
-
 async fn start_voters(root: &Path, session_timeout_ms: u64) -> Vec<Controller> {
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dir = root.join(format!("node-{id}"));
-        let config = config_with(id, &dir, session_timeout_ms);
-        nodes.push(Controller::start(config, listener).await.unwrap());
-    }
-    let voters: BTreeMap<NodeId, ControllerNode> = nodes
-        .iter()
-        .map(|n| (n.node_id(), ControllerNode::new(n.rpc_addr().to_string())))
-        .collect();
-    nodes[0].initialize(voters).await.unwrap();
+    let nodes = common::start_voters(root, |id, dir| {
+        lifecycle_config(id, dir, session_timeout_ms, GRACE_MS, TICK)
+    })
+    .await;
     nodes
 }
+
+type Client = pb::broker_lifecycle_client::BrokerLifecycleClient<Channel>;
 
 /// A client that connects on first use, so a stopped node only fails its calls.
 fn lazy_client(node: &Controller) -> Client {
@@ -131,15 +104,6 @@ async fn wait_all(nodes: &[Controller], what: &str, done: impl Fn(&MetadataImage
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
 }
 
 fn fenced(image: &MetadataImage, id: i32) -> Option<bool> {

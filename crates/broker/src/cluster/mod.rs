@@ -289,6 +289,17 @@ impl Cluster {
         store.retire()
     }
 
+    /// Brings this node's view up to everything the quorum committed before now, by
+    /// writing a no-op record through the leader and waiting until this node applied it
+    /// (a linearizable read, as Kafka gets by checking admin requests on the controller).
+    /// Admin requests are checked against this node's view; without this, a request
+    /// sent to a node lagging a few milliseconds behind another could be refused (a
+    /// topic just created elsewhere "does not exist", a broker just unfenced is not
+    /// counted for placement).
+    pub fn catch_up_blocking(&self) -> Result<(), AdminError> {
+        self.write_blocking(MetadataRecord::Noop).map(|_| ())
+    }
+
     /// [`Cluster::write`] from a blocking-pool thread (the admin handlers run there).
     pub fn write_blocking(&self, record: MetadataRecord) -> Result<MetadataResponse, AdminError> {
         match tokio::runtime::Handle::try_current() {

@@ -46,8 +46,10 @@ pub struct Cli {
     /// Rack of this node (`broker.rack`).
     #[arg(long, env = "SLUICE_RACK")]
     pub rack: Option<String>,
-    /// Log filter, e.g. `info` or `sluice_broker=debug`.
-    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info,openraft=warn")]
+    /// Log filter, e.g. `info` or `sluice_broker=debug`. openraft's own logs are off by
+    /// default (they repeat every heartbeat while a peer is down); the quorum's leadership
+    /// changes are logged by Sluice itself. `info,openraft=info` shows them.
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info,openraft=off")]
     pub log_level: String,
     /// `num.partitions`: partitions of auto-created topics.
     #[arg(long, env = "SLUICE_NUM_PARTITIONS", default_value_t = 1)]
