@@ -200,7 +200,8 @@ impl SyncTarget for Broker {
     }
 }
 
-fn local_hostname() -> Option<String> {
+/// This machine's host name (a container's is its name on the container network).
+pub(crate) fn local_hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_string())

@@ -45,7 +45,10 @@ impl RaftService {
     /// stray or misconfigured process (say, a node of another cluster) cannot make a
     /// member step down with a higher term or take its vote. A node that belongs to no
     /// quorum yet (a new voter or learner) accepts its first leader.
-    fn check_sender(&self, sender: NodeId) -> Result<(), Status> {
+    fn check_sender(&self, sender: Option<NodeId>) -> Result<(), Status> {
+        let Some(sender) = sender else {
+            return Err(Status::invalid_argument("a Raft RPC must name its sender"));
+        };
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
@@ -67,7 +70,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = proto::decode_request(request.get_ref())?;
-        self.check_sender(rpc.vote.leader_id().node_id)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result = self.raft.append_entries(rpc).await;
         proto::encode_reply(&result).map(Response::new)
     }
@@ -77,7 +80,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let rpc: VoteRequest<NodeId> = proto::decode_request(request.get_ref())?;
-        self.check_sender(rpc.vote.leader_id().node_id)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result = self.raft.vote(rpc).await;
         proto::encode_reply(&result).map(Response::new)
     }
@@ -87,7 +90,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = proto::decode_request(request.get_ref())?;
-        self.check_sender(rpc.vote.leader_id().node_id)?;
+        self.check_sender(rpc.vote.leader_id().voted_for())?;
         let result = self.raft.install_snapshot(rpc).await;
         proto::encode_reply(&result).map(Response::new)
     }

@@ -73,8 +73,14 @@ impl Cluster {
             BrokerError::Metadata(format!("node id {node_id} must not be negative"))
         })?;
         let bound = rpc_listener.local_addr()?;
+        // A voter is known by its `--voters` address; a learner tells the leader its
+        // bound address, by host name when bound to all interfaces.
         let rpc_addr = match config.voters.get(&raft_node_id) {
             Some(addr) => addr.clone(),
+            None if bound.ip().is_unspecified() => match crate::broker::local_hostname() {
+                Some(host) => format!("{host}:{}", bound.port()),
+                None => bound.to_string(),
+            },
             None => bound.to_string(),
         };
         let voters = bootstrap::voters_or_self(config, node_id, &rpc_addr);
