@@ -585,3 +585,62 @@ fn a_node_restarted_after_its_peers_snapshotted_catches_up() {
         "node {lagging} caught up without installing a snapshot"
     );
 }
+
+/// A node not named in `--voters` joins as a learner and a broker only: DescribeQuorum
+/// lists it among the observers (with the leader's log end), the quorum keeps three
+/// voters, and it registers as a broker that placement uses and Metadata lists.
+#[test]
+fn a_node_outside_the_voters_joins_as_a_learner_and_a_broker() {
+    use sluice_protocol::messages::{
+        describe_quorum_request, DescribeQuorumRequest, DescribeQuorumResponse,
+    };
+    use sluice_system_tests::Sluice;
+
+    let c = Cluster::start(3, &[]);
+    let leader = c.controller_leader();
+    let rpc = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let learner = Sluice::start(&[
+        "--node-id",
+        "4",
+        "--rpc-listen",
+        &rpc,
+        "--voters",
+        &c.voters,
+    ]);
+    let all = vec![1, 2, 3, 4];
+    c.converged(CONVERGE, "the learner registered as a broker", |v| {
+        v.brokers.keys().copied().collect::<Vec<_>>() == all
+    });
+    // Placement spreads a 4-partition topic over all four brokers.
+    let id = create(&c, leader, "l", 4, 1, &[]);
+    let view = c.converged(CONVERGE, "l placed", |v| {
+        v.topics.get("l").is_some_and(|t| t.id == id)
+    });
+    let mut leaders = view.leaders();
+    leaders.sort_unstable();
+    leaders.dedup();
+    assert_eq!(leaders, all, "{view:?}");
+
+    let req = DescribeQuorumRequest {
+        topics: vec![describe_quorum_request::TopicData {
+            topic_name: "__cluster_metadata".into(),
+            partitions: vec![describe_quorum_request::PartitionData { partition_index: 0 }],
+        }],
+    };
+    wait_for(
+        CONVERGE,
+        "the leader to report the learner caught up",
+        || {
+            let r: DescribeQuorumResponse = c.raw(leader).call(ApiKey::DescribeQuorum, 2, &req);
+            let p = &r.topics[0].partitions[0];
+            let voters: Vec<i32> = p.current_voters.iter().map(|v| v.replica_id).collect();
+            let observer = p.observers.iter().find(|o| o.replica_id == 4);
+            voters == [1, 2, 3] && observer.is_some_and(|o| o.log_end_offset == p.high_watermark)
+        },
+    );
+    // The learner answers Metadata from its own copy of the log.
+    let mut raw = RawClient::connect(&learner.addr);
+    let m = wire::metadata(&mut raw, 12, Some(&["l"]), false);
+    assert_eq!(m.topics[0].topic_id, id);
+    assert_eq!(m.brokers.len(), 4);
+}
