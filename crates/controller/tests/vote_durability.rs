@@ -446,9 +446,10 @@ fn vote_survives_kill_9() {
     }
     drop(nodes);
 
-    // openraft runs in standard Raft's leader-id mode (feature `single-term-leader`): a
-    // node votes once per term, so a term has at most one leader, which a vote
-    // forgotten across a crash would break.
+    // openraft's default leader-id mode orders votes by (term, node), so two candidates
+    // of one term could in principle both win, the later (higher node id) superseding
+    // the other; in these elections (one candidate, then two nodes) neither can, so a
+    // second leader in a term here means a forgotten vote.
     let leaders = leaders_by_term(&all_lines);
     println!("leaders by term: {leaders:?}");
     for (term, ids) in &leaders {
