@@ -17,6 +17,10 @@ pub(crate) struct BatchInfo {
     pub max_timestamp: i64,
     pub log_append_time: bool,
     pub leader_epoch: i32,
+    /// Idempotent-producer fields (-1 when the batch has none), for the producer state.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 impl BatchInfo {
@@ -29,6 +33,9 @@ impl BatchInfo {
             max_timestamp: h.max_timestamp,
             log_append_time: h.timestamp_type() == TimestampType::LogAppendTime,
             leader_epoch: h.partition_leader_epoch,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
         }
     }
 

@@ -41,6 +41,10 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`: clean once dirty bytes / cleanable bytes exceed it.
     pub min_cleanable_dirty_ratio: f64,
+    /// `producer.id.expiration.ms` (a broker config in Kafka): an idempotent producer's
+    /// state (epoch, last sequences) is dropped once its last batch is this old, after
+    /// which its next batch is accepted at any sequence.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -60,6 +64,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }
@@ -68,7 +73,7 @@ impl LogConfig {
     /// Checks the ranges Kafka enforces, except that `segment.bytes` may be as small as
     /// one batch header (Kafka's minimum is 1 MiB; tests want tiny segments).
     pub fn validate(&self) -> Result<(), StorageError> {
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.segment_bytes >= HEADER_SIZE as i32,
                 "segment.bytes must be at least 61",
@@ -107,6 +112,10 @@ impl LogConfig {
             (
                 (0.0..=1.0).contains(&self.min_cleanable_dirty_ratio),
                 "min.cleanable.dirty.ratio must be between 0 and 1",
+            ),
+            (
+                self.producer_id_expiration_ms >= 1,
+                "producer.id.expiration.ms must be at least 1",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
@@ -157,6 +166,7 @@ mod tests {
         assert_eq!(c.min_compaction_lag_ms, 0);
         assert_eq!(c.max_compaction_lag_ms, i64::MAX);
         assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(c.producer_id_expiration_ms, 86_400_000);
         assert!(c.validate().is_ok());
         assert_eq!(c.roll_ms(), c.segment_ms);
         let compacted = LogConfig {
@@ -244,6 +254,13 @@ mod tests {
             (
                 LogConfig {
                     max_compaction_lag_ms: 0,
+                    ..Default::default()
+                },
+                false,
+            ),
+            (
+                LogConfig {
+                    producer_id_expiration_ms: 0,
                     ..Default::default()
                 },
                 false,

@@ -43,6 +43,35 @@ pub enum StorageError {
     /// A topic name that Kafka would reject (and that could escape the data directory).
     #[error("invalid topic name {0:?}")]
     InvalidTopicName(String),
+    /// An idempotent batch from a producer epoch older than the one the log has seen for
+    /// that producer id (Kafka's INVALID_PRODUCER_EPOCH): a newer producer fenced it.
+    #[error("producer {producer_id}: epoch {producer_epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+    /// An idempotent batch whose first sequence does not follow the producer's last one
+    /// (or is not 0 for a new epoch): Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER. Nothing was
+    /// written. `last_sequence` is the producer's last stored sequence (-1 for a new epoch).
+    #[error("producer {producer_id} epoch {producer_epoch}: out-of-order sequence {first_sequence} (last stored sequence {last_sequence})")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        producer_epoch: i16,
+        first_sequence: i32,
+        last_sequence: i32,
+    },
+    /// A retried (already stored) batch in an append of several batches, which has no
+    /// single original offset to answer with; nothing was written. Produce v3+ sends one
+    /// batch per partition, where a retry is answered as a duplicate instead
+    /// ([`crate::AppendInfo::duplicate`]). Kafka's DUPLICATE_SEQUENCE_NUMBER.
+    #[error("producer {producer_id} epoch {producer_epoch}: duplicate batch (sequences {first_sequence}..={last_sequence}) in a multi-batch append")]
+    DuplicateSequence {
+        producer_id: i64,
+        producer_epoch: i16,
+        first_sequence: i32,
+        last_sequence: i32,
+    },
     /// The log was closed or deleted; it accepts no more writes.
     #[error("log {0} is closed")]
     Closed(PathBuf),

@@ -7,7 +7,8 @@
 //! [`PartitionLog`] (one partition) and [`LogManager`] (the partitions of a data
 //! directory). Record batches are stored exactly as received after offset assignment;
 //! only their v2 headers are interpreted (records only for timestamp lookups and by
-//! compaction, which rewrites closed segments of `cleanup.policy=compact` logs).
+//! compaction, which rewrites closed segments of `cleanup.policy=compact` logs). Each log
+//! also keeps idempotent-producer state (`producer_state`) to deduplicate retried batches.
 
 mod batches;
 mod checkpoint;
@@ -20,6 +21,7 @@ mod index;
 mod locks;
 mod log;
 mod manager;
+mod producer_state;
 mod record_scan;
 mod recovery;
 mod retention;
@@ -39,3 +41,4 @@ pub use epoch_cache::EpochEntry;
 pub use error::StorageError;
 pub use log::{AppendInfo, CompactionOutcome, PartitionLog, ReadResult, RetentionOutcome};
 pub use manager::{validate_topic, LogManager, TopicPartition};
+pub use producer_state::ProducerSnapshotEntry;

@@ -509,6 +509,38 @@ impl Segment {
         self.scan_until(start, end, |h| h.last_offset() >= offset)
     }
 
+    /// Calls `f` for every batch whose last offset is `>= from` and whose base offset is
+    /// below `to`, in order, reading headers only (no CRC check: the data was recovered
+    /// when the log opened). Stops quietly at anything that is not a whole batch, which
+    /// recovery would have cut.
+    pub(crate) fn scan_headers(
+        &self,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(&BatchInfo),
+    ) -> Result<(), StorageError> {
+        let end = self.size();
+        let Some((start, _)) = self.locate(from, end)? else {
+            return Ok(());
+        };
+        let mut scanner = LogScanner::new(&self.file, &self.log_path, start, end);
+        loop {
+            match scanner.next_batch(false)? {
+                Scanned::Batch { header, position } => {
+                    if header.base_offset >= to {
+                        return Ok(());
+                    }
+                    f(&BatchInfo::from_header(&header, position));
+                }
+                Scanned::End => return Ok(()),
+                Scanned::Invalid { position, reason } => {
+                    tracing::warn!(segment = %self.log_path.display(), position, %reason, "header scan stopped at an invalid batch");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// The first record at or above `min_offset` with a timestamp `>= target`, as
     /// `(offset, timestamp)`, starting from the time index's hint. If a batch's records do
     /// not decode, its first offset (at least `min_offset`) and max timestamp stand in.

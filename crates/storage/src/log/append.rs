@@ -8,6 +8,7 @@ use sluice_protocol::records::{set_base_offset, set_partition_leader_epoch};
 use super::{AppendInfo, Inner, PartitionLog};
 use crate::batches::{parse_batches, BatchInfo};
 use crate::error::StorageError;
+use crate::producer_state::{self, Validated};
 use crate::segment::{relative, Segment, SegmentMeta};
 
 /// `segment.ms` age of the active segment, Kafka's `timeWaitedForRoll`: measured from
@@ -25,6 +26,13 @@ impl PartitionLog {
     /// the log end offset by rewriting each batch's `baseOffset` in place, stamps
     /// `partitionLeaderEpoch`, and stores the bytes as they then are. The broker has
     /// already validated them; a header that does not parse is still an error.
+    ///
+    /// Idempotent batches are first checked against the producer state (before anything
+    /// is written or rewritten): a retry of one of the producer's last 5 batches in a
+    /// one-batch call is answered with the original offsets and `duplicate` set, a stale
+    /// producer epoch fails with [`StorageError::InvalidProducerEpoch`], a sequence gap
+    /// with [`StorageError::OutOfOrderSequence`], and a retried batch among others with
+    /// [`StorageError::DuplicateSequence`].
     pub fn append_as_leader(
         &self,
         batches: &mut [u8],
@@ -33,6 +41,24 @@ impl PartitionLog {
     ) -> Result<AppendInfo, StorageError> {
         let mut infos = parse_batches(batches, false)?;
         let mut inner = self.lock_open()?;
+        if let Validated::Duplicate(original) = inner.producers.validate(&infos)? {
+            drop(inner);
+            tracing::debug!(
+                dir = %self.dir.display(), first_offset = original.first_offset,
+                last_offset = original.last_offset, "duplicate batch not appended"
+            );
+            return Ok(AppendInfo {
+                first_offset: original.first_offset,
+                last_offset: original.last_offset,
+                max_timestamp: original.max_timestamp,
+                offset_of_max_timestamp: original.last_offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: self.log_end_offset(),
+                batch_count: 0,
+                size_bytes: 0,
+                duplicate: true,
+            });
+        }
         let first_offset = self.log_end_offset();
         let mut next = first_offset;
         for b in &mut infos {
@@ -47,6 +73,7 @@ impl PartitionLog {
             next = b.next_offset();
         }
         let rolled = self.append_locked(&mut inner, batches, &infos, first_offset, now_ms)?;
+        inner.producers.update(&infos);
         if inner.epochs.assign(leader_epoch, first_offset) {
             inner.epochs_dirty = true;
             self.try_write_epoch_checkpoint(&mut inner);
@@ -57,7 +84,9 @@ impl PartitionLog {
     /// Appends batches fetched from the leader, keeping their offsets and epochs. Each
     /// batch's CRC is checked, and offsets must increase: the first batch may not start
     /// below the log end offset, nor any batch below the end of the one before (gaps, as
-    /// left by compaction, are allowed).
+    /// left by compaction, are allowed). The producer state is updated from the batches
+    /// without validation: the leader already did that, and the follower's state must
+    /// end up identical to the leader's.
     pub fn append_as_follower(
         &self,
         batches: &[u8],
@@ -77,6 +106,7 @@ impl PartitionLog {
         }
         let roll_base = infos.first().map_or(expected, |b| b.base_offset);
         let rolled = self.append_locked(&mut inner, batches, &infos, roll_base, now_ms)?;
+        inner.producers.update(&infos);
         let mut changed = false;
         for b in &infos {
             changed |= inner.epochs.assign(b.leader_epoch, b.base_offset);
@@ -178,6 +208,7 @@ impl PartitionLog {
             log_end_offset: leo,
             batch_count: infos.len(),
             size_bytes: infos.iter().map(|b| b.size as usize).sum(),
+            duplicate: false,
         };
         let unflushed = leo.saturating_sub(self.recovery_point());
         let due = unflushed >= inner.config.flush_messages
@@ -222,6 +253,12 @@ impl PartitionLog {
         }
         let seg = Arc::new(Segment::create(&self.dir, base, now_ms)?);
         inner.segments.push(seg);
+        // The state now describes exactly the log below `base`: snapshot it there (Kafka
+        // does the same on roll), so recovery scans at most the new segment.
+        if let Err(err) = producer_state::write_snapshot(&self.dir, base, &inner.producers, false) {
+            // Only costs a longer scan on the next open; must not fail the append.
+            tracing::warn!(dir = %self.dir.display(), base, %err, "producer snapshot write failed");
+        }
         if inner.segments.len() == 1 {
             // The replaced segment was the whole log: the log now starts at `base`.
             self.log_start_offset.fetch_max(base, Ordering::AcqRel);

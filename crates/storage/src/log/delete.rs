@@ -7,6 +7,7 @@ use super::append::time_waited;
 use super::{Inner, PartitionLog, RetentionOutcome};
 use crate::epoch_cache::LeaderEpochCache;
 use crate::error::StorageError;
+use crate::producer_state::{self, ProducerState};
 use crate::retention::{self, Bounds, SegmentStat};
 use crate::segment::Segment;
 
@@ -36,6 +37,7 @@ impl PartitionLog {
             .take_while(|w| w[1].base_offset() <= offset)
             .count();
         self.remove_oldest(&mut inner, n)?;
+        self.delete_snapshots_below(offset)?;
         if inner.epochs.truncate_from_start(offset) {
             inner.epochs_dirty = true;
             self.write_epoch_checkpoint(&mut inner)?;
@@ -105,12 +107,20 @@ impl PartitionLog {
                 self.high_watermark.store(new_start, Ordering::Release);
             }
             outcome.deleted_bytes = self.remove_oldest(&mut inner, n)?;
+            self.delete_snapshots_below(new_start)?;
             if inner.epochs.truncate_from_start(new_start) {
                 inner.epochs_dirty = true;
                 self.write_epoch_checkpoint(&mut inner)?;
             }
             self.write_offsets_checkpoint()?;
             tracing::debug!(dir = %self.dir.display(), deleted_segments = n, log_start_offset = new_start, "retention deleted segments");
+        }
+        // Producers whose batches retention removed stay until they expire (as in Kafka),
+        // so a producer that pauses longer than retention.ms keeps its sequence.
+        let expiration_ms = inner.config.producer_id_expiration_ms;
+        let expired = inner.producers.remove_expired(now_ms, expiration_ms);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "expired idempotent producers");
         }
         outcome.deleted_segments = n;
         outcome.deleted_by_time = plan.by_time;
@@ -120,9 +130,28 @@ impl PartitionLog {
         Ok(outcome)
     }
 
+    /// Deletes producer snapshots below the new log start offset (their segments are gone).
+    fn delete_snapshots_below(&self, log_start_offset: i64) -> Result<(), StorageError> {
+        producer_state::delete_snapshots(&self.dir, |o| o < log_start_offset)?;
+        Ok(())
+    }
+
+    /// Makes the producer state what the log up to `end` implies: drops snapshots above
+    /// `end`, reloads the newest remaining one and applies the batches after it.
+    fn reload_producer_state(&self, inner: &mut Inner, end: i64) -> Result<(), StorageError> {
+        let mut state =
+            producer_state::rebuild(&self.dir, &inner.segments, self.log_start_offset(), end)?;
+        // A snapshot may predate expirations already applied in memory.
+        state.remove_expired(inner.last_now_ms, inner.config.producer_id_expiration_ms);
+        inner.producers = state;
+        Ok(())
+    }
+
     /// Drops every batch with an offset `>= offset` (follower truncation). A batch that
     /// straddles `offset` goes entirely, so the log end offset may end up below `offset`;
     /// in a compacted gap it stays at `offset`. Below the log start offset this is [`Self::truncate_fully_and_start_at`].
+    /// The producer state is rebuilt for the remaining log, so a producer's retry of a
+    /// truncated batch is appended again rather than taken for a duplicate.
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let mut inner = self.lock_open()?;
         let leo = self.log_end_offset();
@@ -164,6 +193,7 @@ impl PartitionLog {
             self.write_epoch_checkpoint(&mut inner)?;
         }
         self.lower_cleaner_checkpoint(&mut inner, new_end)?;
+        self.reload_producer_state(&mut inner, new_end)?;
         self.write_offsets_checkpoint()?;
         tracing::debug!(dir = %self.dir.display(), offset, log_end_offset = new_end, removed_segments = removed.len(), cut_bytes = cut, "log truncated");
         Ok(())
@@ -206,6 +236,9 @@ impl PartitionLog {
         inner.epochs_dirty = true;
         self.write_epoch_checkpoint(inner)?;
         self.lower_cleaner_checkpoint(inner, offset)?;
+        // Nothing of the old log remains, so no producer is known any more.
+        producer_state::delete_snapshots(&self.dir, |_| true)?;
+        inner.producers = ProducerState::default();
         self.write_offsets_checkpoint()?;
         tracing::debug!(dir = %self.dir.display(), offset, "log truncated fully");
         Ok(())

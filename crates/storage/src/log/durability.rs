@@ -8,6 +8,7 @@ use crate::checkpoint::{self, OffsetsCheckpoint, CLEAN_SHUTDOWN_FILE, EPOCH_FILE
 use crate::error::StorageError;
 use crate::fileio::sync_dir;
 use crate::locks;
+use crate::producer_state;
 
 impl PartitionLog {
     /// fsyncs all unflushed data and indexes, advances the recovery point to the log end
@@ -134,8 +135,8 @@ impl PartitionLog {
         }
     }
 
-    /// Clean shutdown: flushes everything, writes the checkpoints and the clean-shutdown
-    /// marker (so the next open skips recovery). Later writes fail with `Closed`.
+    /// Clean shutdown: flushes everything, writes the checkpoints, a producer snapshot at
+    /// the log end offset and the clean-shutdown marker (so the next open skips recovery). Later writes fail with `Closed`.
     pub fn close(&self) -> Result<(), StorageError> {
         {
             let _inner = locks::lock(&self.inner);
@@ -150,6 +151,8 @@ impl PartitionLog {
         self.flush()?;
         inner = locks::lock(&self.inner);
         self.write_epoch_checkpoint(&mut inner)?;
+        // The state at the log end, so the next open scans nothing.
+        producer_state::write_snapshot(&self.dir, self.log_end_offset(), &inner.producers, true)?;
         self.write_offsets_checkpoint()?;
         checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN_FILE, b"")?;
         tracing::debug!(dir = %self.dir.display(), log_end_offset = self.log_end_offset(), "log closed");

@@ -11,6 +11,10 @@
 //! `maybe_flush`. Checkpoint writes by retention and DeleteRecords still happen in the
 //! caller's thread, under `inner`. Compaction reads and rewrites outside `inner` (one
 //! pass at a time, under `cleaner_lock`) and takes it only to swap a segment in.
+//!
+//! Idempotent-producer state ([`crate::producer_state`]) lives in `inner` too: a leader
+//! append validates against it and updates it under the same lock as the write, so
+//! checking a sequence and storing the batch are one step.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -23,6 +27,7 @@ use crate::config::LogConfig;
 use crate::epoch_cache::{EpochEntry, LeaderEpochCache};
 use crate::error::StorageError;
 use crate::locks;
+use crate::producer_state::{self, ProducerSnapshotEntry, ProducerState};
 use crate::recovery;
 use crate::segment::Segment;
 
@@ -35,6 +40,13 @@ mod read;
 pub use compact::CompactionOutcome;
 
 /// What an append stored.
+///
+/// For a leader append of one idempotent batch that the log already holds (a producer's
+/// retry: same producer id, epoch and sequence range as one of its last 5 batches),
+/// nothing is written and `duplicate` is set: `first_offset` and `last_offset` are then
+/// the original batch's, `max_timestamp` its max timestamp (`offset_of_max_timestamp` its
+/// last offset), `batch_count` and `size_bytes` 0, and the log start / end offsets the
+/// current ones (as Kafka answers a duplicate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset of the first record appended.
@@ -51,6 +63,8 @@ pub struct AppendInfo {
     pub log_end_offset: i64,
     pub batch_count: usize,
     pub size_bytes: usize,
+    /// The batch was a retry of one already in the log; nothing was appended.
+    pub duplicate: bool,
 }
 
 /// Whole batches returned by [`PartitionLog::read`], with the log's offsets at read time.
@@ -94,6 +108,8 @@ struct Inner {
     dir_dirty: bool,
     /// The cleaner's progress, as in `cleaner-offset-checkpoint`.
     cleaner: CleanerCheckpoint,
+    /// Idempotent producers' epochs and last batches, as of the log end offset.
+    producers: ProducerState,
 }
 
 /// One partition's log. See the module docs for the concurrency model.
@@ -135,6 +151,13 @@ impl PartitionLog {
         config.validate()?;
         let loaded = recovery::load(dir, &config, now_ms)?;
         let cleaner = compact::read_cleaner_checkpoint(dir)?;
+        let mut producers = producer_state::rebuild(
+            dir,
+            &loaded.segments,
+            loaded.log_start_offset,
+            loaded.log_end_offset,
+        )?;
+        producers.remove_expired(now_ms, config.producer_id_expiration_ms);
         let log = Self {
             dir: dir.to_path_buf(),
             view: RwLock::new(Arc::new(loaded.segments.clone())),
@@ -152,6 +175,7 @@ impl PartitionLog {
                 generation: 0,
                 dir_dirty: false,
                 cleaner,
+                producers,
             }),
             flush_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
@@ -276,12 +300,38 @@ impl PartitionLog {
         inner.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// Records that `epoch` starts at the current log end offset, as a new leader does
+    /// on taking over (Kafka's `assign(leaderEpoch, logEndOffset)` in `makeLeader`), so
+    /// OffsetForLeaderEpoch answers for the new epoch before its first append. Returns
+    /// the epoch's start offset (the log end offset it was recorded at, or the existing
+    /// start if the epoch was already known).
+    pub fn assign_leader_epoch(&self, epoch: i32) -> Result<i64, StorageError> {
+        let mut inner = self.lock_open()?;
+        let leo = self.log_end_offset();
+        if inner.epochs.assign(epoch, leo) {
+            inner.epochs_dirty = true;
+            self.try_write_epoch_checkpoint(&mut inner);
+        }
+        Ok(inner
+            .epochs
+            .entries()
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map_or(leo, |e| e.start_offset))
+    }
+
     pub fn latest_epoch(&self) -> Option<i32> {
         locks::lock(&self.inner).epochs.latest_epoch()
     }
 
     pub fn epoch_entries(&self) -> Vec<EpochEntry> {
         locks::lock(&self.inner).epochs.entries().to_vec()
+    }
+
+    /// Every idempotent producer the log currently tracks, by producer id (for
+    /// DescribeProducers).
+    pub fn producer_states(&self) -> Vec<ProducerSnapshotEntry> {
+        locks::lock(&self.inner).producers.entries()
     }
 
     /// Marks the log closed without writing anything (its directory is being deleted).

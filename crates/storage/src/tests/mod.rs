@@ -7,6 +7,7 @@ mod compaction;
 mod durability;
 mod epochs;
 mod manager;
+mod producer_state;
 mod retention;
 mod timestamps;
 
