@@ -2,11 +2,12 @@
 //! log is stored in sled and whose RPCs travel over tonic; the state machine is the
 //! cluster's [`MetadataImage`] (brokers, topics, partitions, producer ids), built by
 //! applying [`MetadataRecord`]s. [`placement`], [`election`] and [`delta`] are the pure
-//! functions around it: where new replicas go, which leadership changes fencing causes,
-//! and what a change means for one broker. [`heartbeat`] decides broker sessions (sans-io)
-//! and [`lifecycle`] registers, unfences and fences brokers through Raft on the active
-//! controller; [`broker_client`] is the broker's side of it, registering and heartbeating
-//! the active controller over one stream.
+//! functions around it: where new replicas go, which leadership changes fencing (or a
+//! preferred-leader election) causes, and what a change means for one broker.
+//! [`heartbeat`] decides broker sessions (sans-io) and [`lifecycle`] registers, unfences
+//! and fences brokers through Raft on the active controller (and rebalances leadership
+//! to preferred replicas); [`broker_client`] is the broker's side of it, registering and
+//! heartbeating the active controller over one stream.
 //!
 //! Durability invariant: a vote or a log entry is reported saved to openraft only after
 //! sled has flushed it to disk (see [`store`]).
@@ -30,6 +31,7 @@ pub mod types;
 pub use broker_client::{BrokerClient, BrokerClientConfig, BrokerClientError, BrokerStatus};
 pub use controller::{Controller, ControllerConfig};
 pub use delta::{broker_delta, BrokerDelta};
+pub use election::{LeaderImbalance, PreferredElection};
 pub use error::ControllerError;
 pub use forward::{ForwardError, MetadataClient, WriteOutcome};
 pub use heartbeat::{BrokerHeartbeatManager, HeartbeatConfig};
@@ -37,7 +39,7 @@ pub use image::{
     BrokerEndpoint, BrokerRegistration, IsrMember, MetadataImage, PartitionAssignment,
     PartitionChange, PartitionImage, ProducerIdBlock, RejectReason, TopicImage, NO_LEADER,
 };
-pub use lifecycle::{Lifecycle, LifecycleConfig};
+pub use lifecycle::{Lifecycle, LifecycleConfig, RebalanceConfig};
 pub use placement::{place, LiveBroker, PlacementError};
 pub use store::MetadataReader;
 pub use types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};

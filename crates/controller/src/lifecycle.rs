@@ -30,6 +30,8 @@ pub struct LifecycleConfig {
     /// How often the active controller looks for lapsed sessions: the fencing delay is
     /// the session timeout (or loss grace) plus up to this.
     pub tick_interval: Duration,
+    /// Automatic preferred-leader elections.
+    pub rebalance: RebalanceConfig,
 }
 
 impl Default for LifecycleConfig {
@@ -37,6 +39,30 @@ impl Default for LifecycleConfig {
         Self {
             heartbeat: HeartbeatConfig::default(),
             tick_interval: Duration::from_millis(100),
+            rebalance: RebalanceConfig::default(),
+        }
+    }
+}
+
+/// Kafka's `auto.leader.rebalance.enable` and its settings: the active controller
+/// periodically gives leadership back to preferred replicas for every broker whose
+/// share of preferred partitions it does not lead exceeds a percentage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebalanceConfig {
+    /// `auto.leader.rebalance.enable` (default true).
+    pub enabled: bool,
+    /// `leader.imbalance.check.interval.seconds` (default 300 s).
+    pub check_interval: Duration,
+    /// `leader.imbalance.per.broker.percentage` (default 10).
+    pub imbalance_percentage: u32,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            check_interval: Duration::from_secs(300),
+            imbalance_percentage: 10,
         }
     }
 }
@@ -196,6 +222,37 @@ impl Lifecycle {
             rack: request.rack,
         };
         let offset = self.write_applied(record).await?;
+        if epoch > 1 {
+            // A new incarnation (a restart, perhaps faster than its session could lapse):
+            // the previous one's leaderships and ISR memberships end here, as Kafka's
+            // controller fences a re-registered broker's old registration (KIP-841/903).
+            // It knows neither its high watermark nor whether it kept its log, so it
+            // must catch up and be added back by its leaders, and lead again only under
+            // a new leader epoch.
+            // Where it is the only ISR member nobody else can take over: it keeps the
+            // partition (leaving it leaderless would only delay its own restart).
+            let changes: Vec<MetadataRecord> = self
+                .inner
+                .metadata
+                .image()
+                .changes_for_fenced_broker(request.broker)
+                .into_iter()
+                .filter(|r| {
+                    !matches!(r, MetadataRecord::PartitionChange(c)
+                        if c.leader == crate::image::NO_LEADER
+                            && c.isr.iter().all(|m| m.id == request.broker))
+                })
+                .collect();
+            if !changes.is_empty() {
+                tracing::info!(
+                    broker = request.broker,
+                    epoch,
+                    partitions = changes.len(),
+                    "re-registered broker leaves its ISRs and leaderships"
+                );
+            }
+            self.write_all(changes).await?;
+        }
         self.inner.state.lock().manager.registered(
             request.broker,
             epoch,
@@ -376,6 +433,11 @@ impl Lifecycle {
         let mut metrics = self.inner.raft.metrics();
         let mut ticks = tokio::time::interval(self.inner.config.tick_interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let rebalance = self.inner.config.rebalance;
+        // The first check comes one interval after start, as in Kafka.
+        let period = rebalance.check_interval.max(Duration::from_millis(1));
+        let mut rebalance_ticks = tokio::time::interval_at(Instant::now() + period, period);
+        rebalance_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The last other node seen leading: if this node takes over from it, that node's
         // heartbeats went to itself and never reach us.
         let mut previous_leader: Option<NodeId> = None;
@@ -391,6 +453,9 @@ impl Lifecycle {
                     _ = ticks.tick() => {
                         self.follow_leadership(&mut previous_leader).await;
                         self.fence_lapsed().await;
+                    }
+                    _ = rebalance_ticks.tick(), if rebalance.enabled => {
+                        self.rebalance_leaders(rebalance.imbalance_percentage).await;
                     }
                 }
             }
@@ -490,6 +555,37 @@ impl Lifecycle {
                 tracing::warn!(broker = id, error = %e, "fencing a lapsed broker");
                 return;
             }
+        }
+    }
+}
+
+impl Lifecycle {
+    /// One `auto.leader.rebalance.enable` check: the preferred-leader elections for the
+    /// brokers whose leader imbalance exceeds `percentage`, written like an election
+    /// (under `writes`, so computed from an image holding every earlier lifecycle write).
+    async fn rebalance_leaders(&self, percentage: u32) {
+        if self.check_active().is_err() {
+            return;
+        }
+        let _writes = self.inner.writes.lock().await;
+        if self.check_active().is_err() {
+            return;
+        }
+        let changes = self
+            .inner
+            .metadata
+            .image()
+            .changes_for_leader_rebalance(percentage);
+        if changes.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = changes.len(),
+            percentage,
+            "leader imbalance: electing preferred leaders"
+        );
+        if let Err(e) = self.write_all(changes).await {
+            tracing::warn!(error = %e, "electing preferred leaders");
         }
     }
 }

@@ -64,6 +64,7 @@ pub fn lifecycle_config(
             loss_grace_ms,
         },
         tick_interval,
+        ..LifecycleConfig::default()
     };
     config
 }
