@@ -15,6 +15,8 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::listeners::{self, Listener};
+use crate::producer_ids::ProducerIds;
+use crate::replicas::ReplicaService;
 use crate::topics::Topics;
 
 /// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
@@ -42,6 +44,10 @@ pub struct Broker {
     pub groups: GroupService,
     /// The metadata quorum as this node takes part in it.
     pub cluster: Arc<Cluster>,
+    /// Replica fetchers and ISR upkeep.
+    pub replicas: ReplicaService,
+    /// Producer ids for InitProducerId.
+    pub producer_ids: ProducerIds,
 }
 
 impl Broker {
@@ -56,6 +62,7 @@ impl Broker {
     ) -> Result<Self, BrokerError> {
         let topics = Topics::new(&config.data_dir, config.log_defaults.clone());
         let groups = GroupService::new(config.groups.clone());
+        let replicas = ReplicaService::new(&config)?;
         let hostname = local_hostname();
         let listeners = config
             .listeners
@@ -75,6 +82,8 @@ impl Broker {
             request_memory_kib,
             groups,
             cluster,
+            replicas,
+            producer_ids: ProducerIds::default(),
         })
     }
 
@@ -196,6 +205,7 @@ impl SyncTarget for Broker {
         let changes = self
             .topics
             .apply_image(image, self.config.node_id, now_ms());
+        self.replicas.follow(&self.topics, image);
         self.groups.follow(&self.topics, &changes);
     }
 }

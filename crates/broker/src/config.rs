@@ -55,6 +55,37 @@ pub struct BrokerConfig {
     pub offsets_topic_segment_bytes: i64,
     /// The metadata quorum and the broker's lifecycle in it.
     pub cluster: ClusterConfig,
+    /// Replica fetching and ISR upkeep (`replica.*`).
+    pub replication: ReplicationConfig,
+}
+
+/// Kafka's `replica.*` settings.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: a follower's long-poll wait.
+    pub fetch_wait_max_ms: u64,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a fetch error.
+    pub fetch_backoff_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition per fetch.
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per fetch.
+    pub fetch_response_max_bytes: i32,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            // Kafka's default is 1000 ms; errors here are mostly a leader change the
+            // metadata is about to announce, and a shorter pause shortens failover.
+            fetch_backoff_ms: 100,
+            fetch_max_bytes: 1024 * 1024,
+            fetch_response_max_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 /// How the node takes part in the metadata quorum (KRaft's `controller.quorum.voters`,
@@ -87,6 +118,13 @@ pub struct ClusterConfig {
     pub admin_timeout_ms: u64,
     /// How long a clean shutdown waits for the controller to move leadership away.
     pub controlled_shutdown_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`: the active controller periodically gives
+    /// leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds here.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for ClusterConfig {
@@ -104,6 +142,9 @@ impl Default for ClusterConfig {
             snapshot_max_log_entries: 5_000,
             admin_timeout_ms: 30_000,
             controlled_shutdown_timeout_ms: 10_000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -128,6 +169,7 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             flush_check_interval_ms: 1_000,
+            replication: ReplicationConfig::default(),
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
             max_inflight_requests: 100,

@@ -172,12 +172,12 @@ pub async fn serve(
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
-        if write_response(&mut wr, &first.response).await.is_err() {
+        if write_response(&mut wr, first.response).await.is_err() {
             return;
         }
         // Drain whatever else is ready without another wakeup per response.
         while let Ok(next) = rx.try_recv() {
-            if write_response(&mut wr, &next.response).await.is_err() {
+            if write_response(&mut wr, next.response).await.is_err() {
                 return;
             }
         }
@@ -185,10 +185,23 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
     let _ = wr.shutdown().await;
 }
 
-async fn write_response(wr: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {
-    match response {
+/// Writes one response; a deferred one is awaited here, in its place in the order.
+async fn write_response(wr: &mut OwnedWriteHalf, response: Response) -> io::Result<()> {
+    let response = match response {
+        Response::Deferred(pending) => match pending.await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "closing the connection");
+                return Err(io::Error::other(e.to_string()));
+            }
+        },
+        r => r,
+    };
+    match &response {
         Response::Frame(frame) => wr.write_all(frame).await,
         Response::Segments(segments) => write_segments(wr, segments).await,
+        Response::Deferred(_) => Ok(()),
     }
 }
 

@@ -6,16 +6,28 @@
 //! One mutex guards the coordinator and the table of parked requests. Effects are
 //! carried out under it, so the records of one offsets partition reach the log in the
 //! order the coordinator decided them; an append only touches the page cache.
+//!
+//! Writes are acknowledged to the coordinator only once committed: appended with
+//! acks=all semantics (refused while the ISR is below `min.insync.replicas`) and
+//! reported done when the partition's high watermark passes them, by the ticker task,
+//! which owns the waits. A partition this node starts leading is loaded only once its
+//! high watermark has reached the start of the new leadership (everything the former
+//! leader may have acknowledged), and then only up to the high watermark; until then
+//! its groups answer COORDINATOR_LOAD_IN_PROGRESS.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sluice_group::{Coordinator, Effect, GroupConfig, KeyValue, Reply, ReplyId, OFFSETS_TOPIC};
+use sluice_group::{
+    Coordinator, Effect, GroupConfig, KeyValue, Reply, ReplyId, WriteId, OFFSETS_TOPIC,
+};
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
-use tokio::sync::{broadcast, oneshot};
+use sluice_replication::waiters::WaitOutcome;
+use sluice_replication::{AckError, AppendError};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::admin::NewTopic;
@@ -31,14 +43,31 @@ const LOAD_DECOMPRESS_LIMIT: usize = 256 * 1024 * 1024;
 /// Bytes read per step while replaying.
 const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long a coordinator write may wait to be committed (`offsets.commit.timeout.ms`).
+const COMMIT_TIMEOUT: Duration = Duration::from_millis(5_000);
+
 struct Inner {
     coordinator: Coordinator,
     waiting: HashMap<ReplyId, oneshot::Sender<Reply>>,
     next_reply: ReplyId,
+    /// Work handed to the ticker task: commit waits and deferred loads.
+    deferred: mpsc::UnboundedSender<Deferred>,
+    /// The leadership generation each loading partition was scheduled under; a load
+    /// runs only if its partition was not given up (or taken again) meanwhile.
+    loads: HashMap<i32, u64>,
+    next_load: u64,
+}
+
+enum Deferred {
+    /// A coordinator write waiting for the high watermark.
+    Commit(WriteId, oneshot::Receiver<WaitOutcome>),
+    /// A partition to load once its high watermark reaches its epoch start.
+    Load(Arc<Partition>, u64),
 }
 
 pub struct GroupService {
     inner: Mutex<Inner>,
+    deferred: Mutex<Option<mpsc::UnboundedReceiver<Deferred>>>,
 }
 
 impl std::fmt::Debug for GroupService {
@@ -49,12 +78,17 @@ impl std::fmt::Debug for GroupService {
 
 impl GroupService {
     pub fn new(config: GroupConfig) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
         Self {
             inner: Mutex::new(Inner {
                 coordinator: Coordinator::new(config),
                 waiting: HashMap::new(),
                 next_reply: 1,
+                deferred: tx,
+                loads: HashMap::new(),
+                next_load: 1,
             }),
+            deferred: Mutex::new(Some(rx)),
         }
     }
 
@@ -83,9 +117,31 @@ impl GroupService {
         }
         for change in offsets {
             match &change.now_leading {
-                Some(p) => self.load_partition(p),
+                Some(p) => {
+                    let generation = {
+                        let mut inner = self.inner.lock();
+                        inner.coordinator.begin_load(p.index);
+                        let generation = inner.next_load;
+                        inner.next_load += 1;
+                        inner.loads.insert(p.index, generation);
+                        generation
+                    };
+                    if p.epoch_start_offset()
+                        .is_some_and(|start| p.high_watermark() >= start)
+                    {
+                        // Already committed (a new partition, or one whose ISR is this
+                        // node alone): load now, so the first JoinGroup after a
+                        // FindCoordinator never sees COORDINATOR_LOAD_IN_PROGRESS, which
+                        // some clients (Sarama before 1.27) do not retry.
+                        self.load_partition(p, generation);
+                    } else {
+                        let inner = self.inner.lock();
+                        let _ = inner.deferred.send(Deferred::Load(p.clone(), generation));
+                    }
+                }
                 None => {
                     let mut inner = self.inner.lock();
+                    inner.loads.remove(&change.partition);
                     let effects = inner.coordinator.unload(change.partition);
                     execute(&mut inner, topics, effects);
                     info!(partition = change.partition, "gave up group coordination");
@@ -139,10 +195,15 @@ impl GroupService {
         self.inner.lock().coordinator.partition_for(group)
     }
 
-    /// Replays one offsets partition into the coordinator, up to its high watermark.
-    fn load_partition(&self, p: &Partition) {
+    /// Replays one offsets partition into the coordinator, up to its high watermark,
+    /// unless leadership moved since the load was scheduled.
+    fn load_partition(&self, p: &Partition, generation: u64) {
         let now = now_ms();
         let mut inner = self.inner.lock();
+        if inner.loads.get(&p.index) != Some(&generation) {
+            return;
+        }
+        inner.loads.remove(&p.index);
         inner.coordinator.begin_load(p.index);
         let (mut records, mut skipped) = (0u64, 0u64);
         let hw = p.high_watermark();
@@ -248,21 +309,70 @@ impl GroupService {
         execute(&mut inner, topics, effects);
     }
 
-    /// Drives the coordinator's timers until shutdown.
+    /// Reports a write's outcome to the coordinator and carries out what follows.
+    fn complete_write(&self, topics: &Topics, id: WriteId, result: Result<(), ErrorCode>) {
+        let mut inner = self.inner.lock();
+        let effects = inner.coordinator.write_done(id, result, now_ms());
+        execute(&mut inner, topics, effects);
+    }
+
+    /// Drives the coordinator's timers, its commit waits and deferred loads until
+    /// shutdown.
     pub fn spawn_ticker(
         broker: Arc<Broker>,
         mut shutdown: broadcast::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
+        let deferred = broker.groups.deferred.lock().take();
         tokio::spawn(async move {
+            let Some(mut deferred) = deferred else { return };
             let mut interval = tokio::time::interval(TICK);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = interval.tick() => broker.groups.tick(&broker.topics),
+                    Some(d) = deferred.recv() => {
+                        let b = broker.clone();
+                        tokio::spawn(async move { run_deferred(b, d).await });
+                    }
                     _ = shutdown.recv() => break,
                 }
             }
         })
+    }
+}
+
+async fn run_deferred(broker: Arc<Broker>, d: Deferred) {
+    match d {
+        Deferred::Commit(id, rx) => {
+            let result = match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+                Ok(Ok(WaitOutcome::Reached)) => Ok(()),
+                Ok(Ok(WaitOutcome::Abandoned)) | Ok(Err(_)) => Err(ErrorCode::NotCoordinator),
+                Err(_) => Err(ErrorCode::RequestTimedOut),
+            };
+            let b = broker.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || b.groups.complete_write(&b.topics, id, result))
+                    .await;
+        }
+        Deferred::Load(p, generation) => {
+            // Everything the former leader may have acknowledged lies below the start of
+            // this leadership; the high watermark gets there once the followers fetch.
+            let mut hw = p.subscribe();
+            loop {
+                let Some(start) = p.epoch_start_offset() else {
+                    return; // no longer leading; the unload already happened
+                };
+                if *hw.borrow_and_update() >= start {
+                    break;
+                }
+                if hw.changed().await.is_err() {
+                    return;
+                }
+            }
+            let b = broker.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || b.groups.load_partition(&p, generation)).await;
+        }
     }
 }
 
@@ -283,18 +393,34 @@ fn execute(inner: &mut Inner, topics: &Topics, effects: Vec<Effect>) {
                     id,
                     partition,
                     records,
-                } => {
-                    let result = append(topics, partition, &records);
-                    next.extend(inner.coordinator.write_done(id, result, now_ms()));
-                }
+                } => match append(topics, partition, &records) {
+                    Err(code) => next.extend(inner.coordinator.write_done(id, Err(code), now_ms())),
+                    // Committed at once (a single replica in sync).
+                    Ok(None) => next.extend(inner.coordinator.write_done(id, Ok(()), now_ms())),
+                    Ok(Some(wait)) => {
+                        if let Err(e) = inner.deferred.send(Deferred::Commit(id, wait)) {
+                            drop(e);
+                            next.extend(inner.coordinator.write_done(
+                                id,
+                                Err(ErrorCode::CoordinatorNotAvailable),
+                                now_ms(),
+                            ));
+                        }
+                    }
+                },
             }
         }
         queue = next;
     }
 }
 
-/// Appends coordinator records to their offsets partition as one batch.
-fn append(topics: &Topics, partition: i32, records: &[KeyValue]) -> Result<(), ErrorCode> {
+/// Appends coordinator records to their offsets partition as one batch, with acks=all
+/// rules; returns the wait for the high watermark to pass it (`None`: already passed).
+fn append(
+    topics: &Topics,
+    partition: i32,
+    records: &[KeyValue],
+) -> Result<Option<oneshot::Receiver<WaitOutcome>>, ErrorCode> {
     let p = topics
         .get(OFFSETS_TOPIC)
         .and_then(|t| t.partition(partition).cloned())
@@ -308,9 +434,17 @@ fn append(topics: &Topics, partition: i32, records: &[KeyValue]) -> Result<(), E
     }
     let batch = builder.build().map_err(|_| ErrorCode::RecordListTooLarge)?;
     let mut bytes = batch.to_vec();
-    p.append(&mut bytes, now).map_err(|e| {
-        warn!(partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
-        ErrorCode::KafkaStorageError
+    p.check_min_isr().map_err(|e| match e {
+        AckError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+        _ => ErrorCode::NotCoordinator,
     })?;
-    Ok(())
+    let info = p.append_as_leader(&mut bytes, now).map_err(|e| match e {
+        AppendError::NotLeader => ErrorCode::NotCoordinator,
+        AppendError::Storage(e) => {
+            warn!(partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
+            ErrorCode::KafkaStorageError
+        }
+    })?;
+    p.wait_for_high_watermark(info.last_offset + 1)
+        .map_err(|_| ErrorCode::NotCoordinator)
 }

@@ -15,6 +15,8 @@ pub mod groups;
 pub mod handlers;
 pub mod listeners;
 pub mod partition;
+pub mod producer_ids;
+pub mod replicas;
 pub mod router;
 pub mod server;
 pub mod topic_config;

@@ -9,6 +9,8 @@
 //! connection, as Kafka does for requests it cannot parse; ApiVersions alone answers an
 //! unknown version (with v0 and UNSUPPORTED_VERSION) so clients can negotiate.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,24 +25,45 @@ use sluice_group::ClientInfo;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::handlers::produce::Appended;
 use crate::handlers::{self, supported_versions};
 
+/// A response completed later (an acks=all Produce waiting for the high watermark);
+/// the writer awaits it in its place, so responses keep their order. `Err` closes the
+/// connection.
+pub type Deferred = Pin<Box<dyn Future<Output = Result<Option<Response>, BrokerError>> + Send>>;
+
 /// An encoded response frame on its way to the connection's writer task.
-#[derive(Debug)]
 pub enum Response {
     /// The whole frame in one buffer.
     Frame(Bytes),
     /// The frame as segments to be written back to back, the first starting with the
     /// size prefix; large record payloads are segments shared with storage reads.
     Segments(Vec<Bytes>),
+    /// Not ready yet; the connection goes on reading requests meanwhile.
+    Deferred(Deferred),
 }
 
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Frame(b) => f.debug_tuple("Frame").field(&b.len()).finish(),
+            Response::Segments(s) => f.debug_tuple("Segments").field(&s.len()).finish(),
+            Response::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
+}
+
+/// Queue budget charged for a deferred response (a Produce answer is small).
+const DEFERRED_LEN: usize = 1024;
+
 impl Response {
-    /// Bytes on the wire, size prefix included.
+    /// Bytes on the wire, size prefix included (an estimate for a deferred one).
     pub fn len(&self) -> usize {
         match self {
             Response::Frame(b) => b.len(),
             Response::Segments(s) => s.iter().map(Bytes::len).sum(),
+            Response::Deferred(_) => DEFERRED_LEN,
         }
     }
 
@@ -157,9 +180,16 @@ async fn dispatch(
             let resp = blocking(move || handlers::metadata::handle(&b, req, v, listener)).await?;
             respond(api, &header, &resp)
         }
-        ApiKey::Produce => match handlers::produce::handle(b, decode(&mut body, v)?, v).await? {
-            Some(resp) => respond(api, &header, &resp),
-            None => Ok(None),
+        ApiKey::Produce => match handlers::produce::append_all(b, decode(&mut body, v)?, v)? {
+            Appended::Ready(Some(resp)) => respond(api, &header, &resp),
+            Appended::Ready(None) => Ok(None),
+            Appended::Waiting(waiting) => {
+                let header = header.clone();
+                Ok(Some(Response::Deferred(Box::pin(async move {
+                    let resp = waiting.complete().await;
+                    respond(api, &header, &resp)
+                }))))
+            }
         },
         ApiKey::Fetch => {
             let resp = handlers::fetch::handle(b, decode(&mut body, v)?, v).await;
@@ -297,6 +327,10 @@ async fn dispatch(
             let resp = handlers::delete_groups::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::InitProducerId => {
+            let resp = handlers::init_producer_id::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
         ApiKey::DescribeQuorum => respond(
             api,
             &header,
@@ -306,6 +340,15 @@ async fn dispatch(
             api,
             &header,
             &handlers::describe_log_dirs::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::ElectLeaders => {
+            let resp = handlers::elect_leaders::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::DescribeTopicPartitions => respond(
+            api,
+            &header,
+            &handlers::describe_topic_partitions::handle(b, decode(&mut body, v)?, v),
         ),
         _ => Err(unsupported(&header)),
     }

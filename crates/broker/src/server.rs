@@ -14,6 +14,7 @@ use crate::config::BrokerConfig;
 use crate::connection;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::replicas::ReplicaService;
 use crate::topic_store::load_or_init_identity;
 
 /// The controller's store, inside the data dir (not named like a partition directory).
@@ -113,9 +114,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let background = {
         let logs = broker.spawn_background(shutdown.subscribe());
         let groups = GroupService::spawn_ticker(broker.clone(), shutdown.subscribe());
+        let replicas = ReplicaService::spawn(broker.clone(), shutdown.subscribe());
         tokio::spawn(async move {
             let _ = logs.await;
             let _ = groups.await;
+            let _ = replicas.await;
         })
     };
     let described: Vec<String> = broker

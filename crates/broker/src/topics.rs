@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use sluice_controller::{MetadataImage, TopicImage};
+use sluice_controller::{MetadataImage, PartitionImage, TopicImage};
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
+use sluice_replication::LeaderInfo;
 use tracing::{info, warn};
 
 use crate::error::BrokerError;
@@ -46,6 +47,8 @@ pub struct PartitionState {
     /// The leader's broker id, or -1 when the partition is offline.
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped by every change to the partition's leader or ISR.
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     /// This node's replica, if it is one of `replicas`.
@@ -91,11 +94,13 @@ impl Topic {
     }
 
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self.name.as_str(),
-            "__consumer_offsets" | "__transaction_state"
-        )
+        is_internal_topic(&self.name)
     }
+}
+
+/// Whether `name` is one of Kafka's internal topics.
+pub fn is_internal_topic(name: &str) -> bool {
+    matches!(name, "__consumer_offsets" | "__transaction_state")
 }
 
 /// A leadership this node gained or lost in one [`Topics::apply_image`] call.
@@ -319,9 +324,10 @@ impl Topics {
                 self.remove(topic, &mut changes);
             }
         }
+        let fenced = image.broker(node).is_none_or(|b| b.fenced);
         for t in image.topics() {
             let current = self.get(&t.name).filter(|c| c.id == Uuid(t.id));
-            let topic = self.follow(current.as_deref(), t, node, now_ms, &mut changes);
+            let topic = self.follow(current.as_deref(), t, node, fenced, now_ms, &mut changes);
             let topic = Arc::new(topic);
             let mut table = self.table.write();
             table.by_id.insert(topic.id, topic.clone());
@@ -332,11 +338,13 @@ impl Topics {
 
     /// The new state of one topic: `current` (if this node already has it) brought to
     /// the image's `t`.
+    #[allow(clippy::too_many_arguments)]
     fn follow(
         &self,
         current: Option<&Topic>,
         t: &TopicImage,
         node: i32,
+        fenced: bool,
         now_ms: i64,
         changes: &mut Vec<LeadershipChange>,
     ) -> Topic {
@@ -356,7 +364,8 @@ impl Topics {
             let replica = match (hosted, before.and_then(|b| b.replica.clone())) {
                 (true, Some(replica)) => {
                     if config_changed {
-                        if let Err(e) = replica.apply_config(&config) {
+                        if let Err(e) = replica.apply_config(crate::partition::log_config(&config))
+                        {
                             warn!(topic = %t.name, partition = index, error = %e, "cannot apply topic config");
                         }
                     }
@@ -376,9 +385,11 @@ impl Topics {
                 }
                 (false, None) => None,
             };
-            let led_here = p.leader == node && replica.is_some();
+            // A fenced broker leads nothing, even where the image still names it (a
+            // restarted broker's old leaderships until the controller moves them).
+            let led_here = p.leader == node && replica.is_some() && !fenced;
             if let Some(r) = &replica {
-                r.set_leader_epoch(p.leader_epoch);
+                set_role(r, &t.name, p, node, led_here, &config, now_ms);
             }
             let was_leading = before.is_some_and(|b| b.led_here);
             if led_here != was_leading {
@@ -388,16 +399,11 @@ impl Topics {
                     now_leading: if led_here { replica.clone() } else { None },
                 });
             }
-            if !led_here {
-                // Parked fetches on a former leader re-check and fail over.
-                if let Some(r) = &replica {
-                    r.notify();
-                }
-            }
             partitions.push(PartitionState {
                 index,
                 leader: p.leader,
                 leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
                 replica,
@@ -431,7 +437,7 @@ impl Topics {
             warn!(dir = %dir.display(), "removing a partition directory of an older topic with this name");
             delete_dir(&dir).map_err(|e| BrokerError::io(&dir, e))?;
         }
-        let p = Partition::open(&dir, index, config, now_ms)?;
+        let p = crate::partition::open(&dir, index, config, now_ms)?;
         write_partition_metadata(&dir, id)?;
         Ok(p)
     }
@@ -484,6 +490,36 @@ impl Topics {
                 f(&topic, p);
             }
         }
+    }
+}
+
+/// Makes this node's replica lead (with the image's ISR and the topic's
+/// `min.insync.replicas`) or follow the image's leader. A replica that stops leading
+/// refuses writes from here on and fails its parked acks=all requests.
+fn set_role(
+    replica: &Partition,
+    topic: &str,
+    p: &PartitionImage,
+    node: i32,
+    led_here: bool,
+    config: &TopicConfig,
+    now_ms: i64,
+) {
+    if led_here {
+        let info = LeaderInfo {
+            node,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            min_isr: usize::try_from(config.min_insync_replicas.max(1)).unwrap_or(1),
+        };
+        if let Err(e) = replica.become_leader(&info, now_ms) {
+            warn!(topic, partition = replica.index, error = %e, "cannot take leadership");
+        }
+    } else {
+        let leader = (p.leader >= 0 && p.leader != node).then_some(p.leader);
+        replica.become_follower(leader, p.leader_epoch);
     }
 }
 

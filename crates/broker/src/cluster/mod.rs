@@ -19,6 +19,7 @@ use sluice_controller::broker_client::{BrokerClient, BrokerClientConfig, BrokerS
 use sluice_controller::{
     BrokerEndpoint, Controller, ControllerConfig, ForwardError, HeartbeatConfig, LifecycleConfig,
     MetadataClient, MetadataImage, MetadataReader, MetadataRecord, MetadataResponse, NodeId,
+    RebalanceConfig,
 };
 use sluice_protocol::error::ErrorCode;
 use tokio::net::TcpListener;
@@ -95,6 +96,11 @@ impl Cluster {
             heartbeat: HeartbeatConfig {
                 session_timeout_ms: config.session_timeout_ms,
                 loss_grace_ms: config.heartbeat_loss_grace_ms,
+            },
+            rebalance: RebalanceConfig {
+                enabled: config.auto_leader_rebalance_enable,
+                check_interval: Duration::from_millis(config.leader_imbalance_check_interval_ms),
+                imbalance_percentage: config.leader_imbalance_per_broker_percentage,
             },
             ..LifecycleConfig::default()
         };

@@ -1,5 +1,6 @@
 //! Fetch (key 1), v4-17, for consumers: whole batches below the high watermark, long
-//! polling until `min_bytes` is met or `max_wait_ms` passes, woken by appends.
+//! polling until `min_bytes` is met or `max_wait_ms` passes, woken by high-watermark
+//! moves. Followers' fetches (a replica id) are served by `replica_fetch`.
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which every client
 //! treats as "send full fetch requests"; that is allowed by the protocol and keeps the
@@ -33,13 +34,13 @@ pub const VERSIONS: (i16, i16) = (4, 17);
 /// fetch (measured: 1.2 CPU-s/GB with 50 MiB reads against 0.4 with 1 MiB) and delays
 /// the first byte until all of it is read. Returning less than a client allows is
 /// always within the protocol; the client simply fetches again.
-const MAX_READ_PER_PARTITION: usize = 4 * 1024 * 1024;
+pub(super) const MAX_READ_PER_PARTITION: usize = 4 * 1024 * 1024;
 
 /// Which topic a request entry names: by name before v13, by ID from v13.
-struct Wanted {
-    name: String,
-    id: Uuid,
-    partitions: Vec<FetchPartition>,
+pub(super) struct Wanted {
+    pub(super) name: String,
+    pub(super) id: Uuid,
+    pub(super) partitions: Vec<FetchPartition>,
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
@@ -52,6 +53,15 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             ..Default::default()
         };
     }
+    // A follower's fetch: replica id in the request (before v15) or its ReplicaState.
+    let (replica_id, replica_epoch) = if version >= 15 {
+        (
+            req.replica_state.replica_id,
+            req.replica_state.replica_epoch,
+        )
+    } else {
+        (req.replica_id, -1)
+    };
     let use_ids = version >= 13;
     let wanted: Vec<Wanted> = req
         .topics
@@ -71,6 +81,25 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         .unwrap_or(0)
         .min(broker.config.fetch_max_wait_cap_ms);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    if replica_id >= 0 {
+        let responses = super::replica_fetch::serve(
+            broker,
+            &wanted,
+            use_ids,
+            super::replica_fetch::Follower {
+                id: replica_id,
+                broker_epoch: replica_epoch,
+            },
+            max_bytes,
+            min_bytes,
+            deadline,
+        )
+        .await;
+        return FetchResponse {
+            responses,
+            ..Default::default()
+        };
+    }
     loop {
         let topics: Vec<Option<Arc<Topic>>> = wanted
             .iter()
@@ -153,7 +182,8 @@ fn read_all(
                     let limit = budget
                         .min(usize::try_from(fp.partition_max_bytes).unwrap_or(0))
                         .min(MAX_READ_PER_PARTITION);
-                    read_partition(p, fp, limit, total == 0, read_committed)
+                    let hw = p.high_watermark();
+                    read_partition(p, fp, limit, total == 0, read_committed, hw)
                 }
             };
             if data.error_code != ErrorCode::None.code() {
@@ -192,7 +222,7 @@ fn stopped_short(data: &PartitionData) -> bool {
     end.is_some_and(|end| end < data.high_watermark)
 }
 
-fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
+pub(super) fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
     PartitionData {
         partition_index: index,
         error_code: code.code(),
@@ -204,12 +234,15 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
     }
 }
 
-fn read_partition(
+/// Reads one partition for a fetch: whole batches from `fp.fetch_offset` below `upto`
+/// (the high watermark for consumers, the log end offset for followers).
+pub(super) fn read_partition(
     p: &Partition,
     fp: &FetchPartition,
     limit: usize,
     min_one: bool,
     read_committed: bool,
+    upto: i64,
 ) -> PartitionData {
     if let Some(code) = check_leader_epoch(p, fp.current_leader_epoch) {
         return error_partition(fp.partition, code);
@@ -225,7 +258,7 @@ fn read_partition(
         aborted_transactions: read_committed.then(Vec::new),
         ..Default::default()
     };
-    match p.log.read(fp.fetch_offset, limit, hw, min_one) {
+    match p.log.read(fp.fetch_offset, limit, upto, min_one) {
         Ok(r) => PartitionData {
             records: Some(r.records),
             ..base

@@ -1,6 +1,7 @@
 //! ListOffsets (key 2), v0-10: earliest (-2), latest (-1, the high watermark; the last
 //! stable offset for read_committed), max timestamp (-3, v7+), earliest local (-4, v8+),
-//! latest tiered (-5, v9+) and offset-for-timestamp.
+//! latest tiered (-5, v9+) and offset-for-timestamp. A leader whose high watermark has
+//! not yet reached the start of its leadership answers clients OFFSET_NOT_AVAILABLE.
 
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ const LATEST_TIERED: i64 = -5;
 type Found = (i64, i64);
 
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // KIP-207 applies to clients' requests (those with an isolation level, v2+), not to
+    // followers'.
+    let from_client = req.replica_id < 0 && version >= 2;
     let topics = req
         .topics
         .into_iter()
@@ -43,6 +47,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         Err(code) => Err(code),
                         Ok(p) => match check_leader_epoch(p, lp.current_leader_epoch) {
                             Some(code) => Err(code),
+                            None if from_client && behind_epoch_start(p) => {
+                                Err(ErrorCode::OffsetNotAvailable)
+                            }
                             None => lookup(p, lp.timestamp, version),
                         },
                     };
@@ -67,6 +74,14 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
         topics,
         ..Default::default()
     }
+}
+
+/// KIP-207: a new leader's high watermark may lag the offsets its predecessor already
+/// exposed; until it reaches the start of this leadership, offsets it would answer
+/// could go backwards, so clients are told to retry.
+fn behind_epoch_start(p: &Partition) -> bool {
+    p.epoch_start_offset()
+        .is_some_and(|start| start > p.high_watermark())
 }
 
 fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCode> {

@@ -129,7 +129,6 @@ fn by_id(broker: &Arc<Broker>, id: Uuid, include_ops: bool) -> MetadataResponseT
 
 fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResponseTopic {
     let image = broker.cluster.image();
-    let live = |id: &i32| image.broker(*id).is_some_and(|b| !b.fenced);
     MetadataResponseTopic {
         error_code: ErrorCode::None.code(),
         name: Some(t.name.clone()),
@@ -149,7 +148,7 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
                 leader_epoch: p.leader_epoch,
                 replica_nodes: p.replicas.clone(),
                 isr_nodes: p.isr.clone(),
-                offline_replicas: p.replicas.iter().copied().filter(|r| !live(r)).collect(),
+                offline_replicas: offline_replicas(&image, &p.replicas),
             })
             .collect(),
         topic_authorized_operations: if include_ops {
@@ -158,6 +157,16 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
             authorized_ops::NOT_REQUESTED
         },
     }
+}
+
+/// The replicas that are offline: their broker is fenced or not registered (Kafka's
+/// `offline_replicas`). Shared with DescribeTopicPartitions.
+pub fn offline_replicas(image: &MetadataImage, replicas: &[i32]) -> Vec<i32> {
+    replicas
+        .iter()
+        .copied()
+        .filter(|id| !image.is_eligible(*id))
+        .collect()
 }
 
 /// The live (unfenced) brokers, each with its endpoint on the listener the request came

@@ -4,8 +4,10 @@
 //! compacted topic every record must have a key, which means decoding the records.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
 use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::produce_response::{
@@ -16,15 +18,41 @@ use sluice_protocol::records::{
     decode_records, set_log_append_time, verify_crc, BatchIter, RecordBatchBuilder,
     RecordBatchHeader, RecordHeader, RecordsError,
 };
+use sluice_replication::waiters::WaitOutcome;
+use sluice_replication::{AckError, AppendError};
 use sluice_storage::StorageError;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::broker::{now_ms, Broker};
 use crate::error::BrokerError;
+use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
+
+type AckWait = oneshot::Receiver<WaitOutcome>;
 
 /// Produce v3 is the first that carries only v2 record batches.
 pub const VERSIONS: (i16, i16) = (3, 11);
+
+/// A produce whose batches are appended: its answer now, or the acks=all waits it still
+/// needs. The connection appends its requests in arrival order and may read the next
+/// request while one waits (responses still go out in order), so a pipelining producer
+/// keeps several acks=all batches in replication at once.
+pub enum Appended {
+    /// Answer now (`None`: acks=0, send nothing).
+    Ready(Option<ProduceResponse>),
+    /// acks=all: answer once [`Waiting::complete`] returns.
+    Waiting(Waiting),
+}
+
+/// An acks=all produce waiting for the high watermark to pass its batches.
+pub struct Waiting {
+    responses: Vec<TopicProduceResponse>,
+    /// (topic, partition) position in `responses`, the replica, and the wait.
+    waits: Vec<(usize, usize, Arc<Partition>, AckWait)>,
+    deadline: Instant,
+}
 
 /// `Ok(None)`: acks=0 and all went well, send nothing. `Err`: close the connection.
 pub async fn handle(
@@ -32,10 +60,28 @@ pub async fn handle(
     req: ProduceRequest,
     version: i16,
 ) -> Result<Option<ProduceResponse>, BrokerError> {
+    match append_all(broker, req, version)? {
+        Appended::Ready(r) => Ok(r),
+        Appended::Waiting(w) => Ok(Some(w.complete().await)),
+    }
+}
+
+/// Validates and appends every partition's batch; for acks=all also parks the waits.
+/// `Err`: close the connection (a failed acks=0 produce).
+pub fn append_all(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    version: i16,
+) -> Result<Appended, BrokerError> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let mut any_error = false;
     let mut responses = Vec::with_capacity(req.topic_data.len());
+    // acks=all appends waiting for the high watermark: (topic, partition) position in
+    // `responses`, the replica, and the wait.
+    let mut waits: Vec<(usize, usize, Arc<Partition>, AckWait)> = Vec::new();
     for td in req.topic_data {
         let topic = broker.topics.get(&td.name);
         let mut partition_responses = Vec::with_capacity(td.partition_data.len());
@@ -49,9 +95,21 @@ pub async fn handle(
                     .and_then(|t| t.lookup(pd.index).map(|p| (t, p)))
                 {
                     Err(code) => Err(Failure::new(code, None)),
-                    Ok((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version),
+                    Ok((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version)
+                        .map(|ok| (ok, p.clone())),
                 }
             };
+            let result = result.and_then(|(ok, p)| {
+                if acks == -1 {
+                    if let Some(wait) = p
+                        .wait_for_high_watermark(ok.next_offset)
+                        .map_err(ack_failure)?
+                    {
+                        waits.push((responses.len(), partition_responses.len(), p, wait));
+                    }
+                }
+                Ok(ok)
+            });
             partition_responses.push(match result {
                 Ok(ok) => PartitionProduceResponse {
                     index: pd.index,
@@ -63,16 +121,7 @@ pub async fn handle(
                 },
                 Err(f) => {
                     any_error = true;
-                    PartitionProduceResponse {
-                        index: pd.index,
-                        error_code: f.code.code(),
-                        base_offset: -1,
-                        log_append_time_ms: -1,
-                        log_start_offset: -1,
-                        error_message: f.message,
-                        record_errors: f.record_errors,
-                        ..Default::default()
-                    }
+                    failed_partition(pd.index, f)
                 }
             });
         }
@@ -85,16 +134,98 @@ pub async fn handle(
         if any_error {
             return Err(BrokerError::AcksZeroFailure);
         }
-        return Ok(None);
+        return Ok(Appended::Ready(None));
     }
-    Ok(Some(ProduceResponse {
+    if waits.is_empty() {
+        return Ok(Appended::Ready(Some(ProduceResponse {
+            responses,
+            ..Default::default()
+        })));
+    }
+    Ok(Appended::Waiting(Waiting {
         responses,
-        ..Default::default()
+        waits,
+        deadline,
     }))
 }
 
-struct Appended {
+impl Waiting {
+    /// Each partition answers once the high watermark passes its batch, or fails if
+    /// the leader steps down first or the request's timeout passes.
+    pub async fn complete(self) -> ProduceResponse {
+        let Waiting {
+            mut responses,
+            waits,
+            deadline,
+        } = self;
+        let outcomes = join_all(waits.into_iter().map(|(t, i, p, wait)| async move {
+            let outcome = tokio::time::timeout_at(deadline, wait).await;
+            (t, i, p, outcome)
+        }))
+        .await;
+        for (t, i, p, outcome) in outcomes {
+            let failure = match outcome {
+                Ok(Ok(WaitOutcome::Reached)) => match p.isr_status() {
+                    // Kafka's DelayedProduce: reached, but with too few replicas in sync.
+                    Some((isr, min_isr)) if isr < min_isr => Some(Failure::new(
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        Some(format!("The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min_isr}")),
+                    )),
+                    _ => None,
+                },
+                Ok(Ok(WaitOutcome::Abandoned)) | Ok(Err(_)) => {
+                    Some(Failure::new(ErrorCode::NotLeaderOrFollower, None))
+                }
+                Err(_) => Some(Failure::new(ErrorCode::RequestTimedOut, None)),
+            };
+            if let Some(f) = failure {
+                if let Some(r) = responses
+                    .get_mut(t)
+                    .and_then(|tr| tr.partition_responses.get_mut(i))
+                {
+                    *r = failed_partition(r.index, f);
+                }
+            }
+        }
+        ProduceResponse {
+            responses,
+            ..Default::default()
+        }
+    }
+}
+
+fn failed_partition(index: i32, f: Failure) -> PartitionProduceResponse {
+    PartitionProduceResponse {
+        index,
+        error_code: f.code.code(),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+        error_message: f.message,
+        record_errors: f.record_errors,
+        ..Default::default()
+    }
+}
+
+fn ack_failure(e: AckError) -> Failure {
+    match e {
+        AckError::NotEnoughReplicas { isr, min_isr } => Failure::new(
+            ErrorCode::NotEnoughReplicas,
+            Some(format!(
+                "The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min_isr}"
+            )),
+        ),
+        AckError::NotLeader | AckError::NotAReplica(_) => {
+            Failure::new(ErrorCode::NotLeaderOrFollower, None)
+        }
+    }
+}
+
+/// Where one partition's batch went.
+struct Stored {
     base_offset: i64,
+    /// The offset after the batch: the high watermark acks=all waits for.
+    next_offset: i64,
     log_append_time: i64,
     log_start_offset: i64,
 }
@@ -124,10 +255,10 @@ fn append(
     topic: &str,
     config: &TopicConfig,
     acks: i16,
-    partition: &crate::partition::Partition,
+    partition: &Partition,
     records: Option<Bytes>,
     version: i16,
-) -> Result<Appended, Failure> {
+) -> Result<Stored, Failure> {
     let records = records
         .ok_or_else(|| Failure::new(ErrorCode::InvalidRecord, Some("null records".into())))?;
     let now = now_ms();
@@ -135,16 +266,9 @@ fn append(
     if config.compact() {
         require_keys(topic, partition.index, config, &records)?;
     }
-    // acks=all needs min.insync.replicas in sync; a single node's ISR is itself.
-    const ISR_SIZE: i64 = 1;
-    if acks == -1 && ISR_SIZE < config.min_insync_replicas {
-        return Err(Failure::new(
-            ErrorCode::NotEnoughReplicas,
-            Some(format!(
-                "The size of the current ISR {ISR_SIZE} is insufficient to satisfy the min.isr requirement of {}",
-                config.min_insync_replicas
-            )),
-        ));
+    // acks=all needs min.insync.replicas in the ISR before anything is appended.
+    if acks == -1 {
+        partition.check_min_isr().map_err(ack_failure)?;
     }
     let batch = records.slice(..header.total_size());
     let mut batch = match config.compression {
@@ -168,21 +292,35 @@ fn append(
             Some("the recompressed batch exceeds max.message.bytes".into()),
         ));
     }
-    let info = partition.append(&mut batch, now).map_err(|e| match e {
-        // A batch larger than a whole segment can never be appended: not retriable.
-        StorageError::BatchTooLarge { .. } => {
-            Failure::new(ErrorCode::RecordListTooLarge, Some(e.to_string()))
-        }
-        e => {
-            warn!(error = %e, "append failed");
-            Failure::new(ErrorCode::KafkaStorageError, Some(e.to_string()))
-        }
-    })?;
-    Ok(Appended {
+    let info = partition
+        .append_as_leader(&mut batch, now)
+        .map_err(|e| match e {
+            AppendError::NotLeader => Failure::new(ErrorCode::NotLeaderOrFollower, None),
+            AppendError::Storage(e) => storage_failure(e),
+        })?;
+    Ok(Stored {
         base_offset: info.first_offset,
+        next_offset: info.last_offset + 1,
         log_append_time,
         log_start_offset: info.log_start_offset,
     })
+}
+
+fn storage_failure(e: StorageError) -> Failure {
+    let code = match &e {
+        // A batch larger than a whole segment can never be appended: not retriable.
+        StorageError::BatchTooLarge { .. } => ErrorCode::RecordListTooLarge,
+        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
+        // The log was closed under us: the replica is being deleted or moved away.
+        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
+        _ => {
+            warn!(error = %e, "append failed");
+            ErrorCode::KafkaStorageError
+        }
+    };
+    Failure::new(code, Some(e.to_string()))
 }
 
 /// Decompressed bytes one batch may inflate to while its records are decoded: generous

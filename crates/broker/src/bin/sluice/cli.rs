@@ -10,6 +10,7 @@ use sluice_broker::BrokerConfig;
 
 use crate::cluster_flags::ClusterFlags;
 use crate::group_flags::GroupFlags;
+use crate::replication_flags::ReplicationFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +135,8 @@ pub struct Cli {
     pub groups: GroupFlags,
     #[command(flatten)]
     pub cluster: ClusterFlags,
+    #[command(flatten)]
+    pub replication: ReplicationFlags,
 }
 
 impl Cli {
@@ -232,6 +235,7 @@ impl Cli {
         c.queued_max_request_bytes = self.queued_max_request_bytes;
         self.groups.apply(&mut c)?;
         self.cluster.apply(&mut c)?;
+        self.replication.apply(&mut c)?;
         Ok(c)
     }
 }

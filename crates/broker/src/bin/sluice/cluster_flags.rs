@@ -71,6 +71,26 @@ pub struct ClusterFlags {
         default_value_t = 10_000
     )]
     pub controlled_shutdown_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`: the active controller periodically moves
+    /// leadership back to each partition's preferred (first) replica.
+    #[arg(long, env = "SLUICE_AUTO_LEADER_REBALANCE_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in milliseconds here (Kafka's is in
+    /// seconds, default 300): how often the active controller checks leader imbalance.
+    #[arg(
+        long,
+        env = "SLUICE_LEADER_IMBALANCE_CHECK_INTERVAL_MS",
+        default_value_t = 300_000
+    )]
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage`: a broker not leading more than this
+    /// percentage of the partitions it is the preferred replica of gets them back.
+    #[arg(
+        long,
+        env = "SLUICE_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE",
+        default_value_t = 10
+    )]
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl ClusterFlags {
@@ -100,6 +120,18 @@ impl ClusterFlags {
         cluster.snapshot_max_log_entries = self.metadata_snapshot_max_log_entries.max(1);
         cluster.admin_timeout_ms = self.admin_timeout_ms.max(1);
         cluster.controlled_shutdown_timeout_ms = self.controlled_shutdown_timeout_ms;
+        anyhow::ensure!(
+            self.leader_imbalance_check_interval_ms > 0,
+            "--leader-imbalance-check-interval-ms must be positive"
+        );
+        anyhow::ensure!(
+            self.leader_imbalance_per_broker_percentage <= 100,
+            "--leader-imbalance-per-broker-percentage must be between 0 and 100"
+        );
+        cluster.auto_leader_rebalance_enable = self.auto_leader_rebalance_enable;
+        cluster.leader_imbalance_check_interval_ms = self.leader_imbalance_check_interval_ms;
+        cluster.leader_imbalance_per_broker_percentage =
+            self.leader_imbalance_per_broker_percentage;
         Ok(())
     }
 }

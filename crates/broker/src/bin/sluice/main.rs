@@ -4,6 +4,7 @@
 mod cli;
 mod cluster_flags;
 mod group_flags;
+mod replication_flags;
 
 use anyhow::Context;
 use clap::Parser;
