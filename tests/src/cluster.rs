@@ -155,9 +155,25 @@ impl Cluster {
             .filter(|(_, n)| n.child.is_none())
             .map(|(i, n)| (i, n.launch()))
             .collect();
-        for (i, l) in launched {
+        let mut launched = launched.into_iter();
+        while let Some((i, l)) = launched.next() {
             let node = &mut self.nodes[i];
-            let (child, addr) = l.wait_listening(deadline, &format!("node {}", node.id));
+            let who = format!("node {}", node.id);
+            let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                l.wait_listening(deadline, &who)
+            }));
+            let (child, addr) = match waited {
+                Ok(started) => started,
+                Err(panic) => {
+                    // The nodes not yet waited for are not in `nodes`, so Drop would
+                    // not kill them: kill them here before passing the panic on.
+                    for (_, mut rest) in launched {
+                        let _ = rest.child.kill();
+                        let _ = rest.child.wait();
+                    }
+                    std::panic::resume_unwind(panic)
+                }
+            };
             node.child = Some(child);
             node.addr = addr;
         }

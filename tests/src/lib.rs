@@ -9,6 +9,7 @@
     clippy::print_stderr
 )]
 
+pub mod chaos;
 pub mod cluster;
 pub mod kafka;
 pub mod raw;

@@ -146,3 +146,59 @@ impl RawClient {
         }
     }
 }
+
+/// One node's connection for tools that talk to nodes which may be down: opened on
+/// first use, dropped after any error (a malformed answer included) and opened again
+/// on the next call.
+pub struct LazyClient {
+    addr: String,
+    timeout: Duration,
+    client: Option<RawClient>,
+}
+
+impl LazyClient {
+    pub fn new(addr: &str, timeout: Duration) -> LazyClient {
+        LazyClient {
+            addr: addr.to_string(),
+            timeout,
+            client: None,
+        }
+    }
+
+    pub fn call<Req: Encode, Resp: Decode>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> std::io::Result<Resp> {
+        if self.client.is_none() {
+            self.client = Some(RawClient::try_connect(&self.addr, self.timeout)?);
+        }
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no client"))?;
+        // A malformed answer panics in the raw client; count it as an I/O error.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            client.try_call(api, version, req)
+        }))
+        .unwrap_or_else(|_| Err(std::io::Error::other("malformed response")));
+        if r.is_err() {
+            self.client = None;
+        }
+        r
+    }
+
+    /// The node's Metadata (all topics, v12) as a comparable view.
+    pub fn view(&mut self) -> std::io::Result<crate::cluster::View> {
+        let req = sluice_protocol::messages::MetadataRequest {
+            topics: None,
+            allow_auto_topic_creation: false,
+            include_cluster_authorized_operations: false,
+            include_topic_authorized_operations: false,
+        };
+        let m: sluice_protocol::messages::MetadataResponse =
+            self.call(ApiKey::Metadata, 12, &req)?;
+        Ok(crate::cluster::View::of(&m))
+    }
+}

@@ -7,7 +7,9 @@ use sluice_protocol::api::ApiKey;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use sluice_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
 use sluice_protocol::messages::create_topics_response::CreatableTopicResult;
 use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use sluice_protocol::messages::fetch_response::PartitionData;
@@ -117,6 +119,33 @@ pub fn must_create(c: &mut RawClient, name: &str, partitions: i32) -> Uuid {
     let r = create_topic(c, name, partitions, &[]);
     assert_eq!(r.error_code, 0, "create {name}: {:?}", r.error_message);
     r.topic_id
+}
+
+/// Creates `name` with an explicit replica assignment (partition i on `replicas[i]`,
+/// preferred leader first) and `configs`; panics unless that worked.
+pub fn must_create_assigned(
+    c: &mut RawClient,
+    name: &str,
+    replicas: &[&[i32]],
+    configs: &[(&str, &str)],
+) {
+    let mut topic = creatable(name, -1, -1, configs);
+    topic.assignments = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| CreatableReplicaAssignment {
+            partition_index: i as i32,
+            broker_ids: r.to_vec(),
+        })
+        .collect();
+    let req = CreateTopicsRequest {
+        topics: vec![topic],
+        timeout_ms: 10_000,
+        validate_only: false,
+    };
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    let r = &resp.topics[0];
+    assert_eq!(r.error_code, 0, "create {name}: {:?}", r.error_message);
 }
 
 pub fn creatable(

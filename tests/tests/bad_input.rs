@@ -172,12 +172,12 @@ fn unknown_api_key_and_unsupported_versions() {
         },
     );
     assert_closed(&mut c, "produce v2");
-    // An API we do not serve yet (InitProducerId) is closed too.
+    // An API we do not serve yet (AddPartitionsToTxn, until transactions) is closed too.
     let mut c = RawClient::connect(&node.addr);
     c.send(
-        ApiKey::InitProducerId,
-        4,
-        &sluice_protocol::messages::InitProducerIdRequest::default(),
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &sluice_protocol::messages::AddPartitionsToTxnRequest::default(),
     );
     assert_closed(&mut c, "unserved api");
     // ApiVersions with a version from the future: a v0 answer with UNSUPPORTED_VERSION

@@ -34,7 +34,9 @@ fn acks_all_below_min_insync_replicas_is_refused() {
         wire::create_topic(&mut c, "misr", 1, &[("min.insync.replicas", "2")]).error_code,
         0
     );
-    // A single node's ISR is one replica: acks=all cannot be satisfied, acks=1 can.
+    // A single node's ISR is one replica: acks=all cannot be satisfied; acks=1 is
+    // appended, but the high watermark does not advance while the ISR is below
+    // min.insync.replicas (KIP-966), so consumers do not see it.
     assert_eq!(
         produce_code(&mut c, "misr", -1, batch(&[b"a"])),
         ErrorCode::NotEnoughReplicas.code()
@@ -42,10 +44,36 @@ fn acks_all_below_min_insync_replicas_is_refused() {
     assert_eq!(produce_code(&mut c, "misr", 1, batch(&[b"b"])), 0);
     let got = wire::fetch_at(&mut c, "misr", 0, 0);
     assert_eq!(
-        wire::values(&got.records.unwrap_or_default()),
-        vec!["b"],
-        "the refused batch was not stored"
+        got.high_watermark, 0,
+        "nothing committed below min.insync.replicas"
     );
+    assert!(wire::values(&got.records.unwrap_or_default()).is_empty());
+    // Lowering min.insync.replicas to the ISR's size commits what was appended: only
+    // "b" (the refused batch was never stored).
+    let alter = sluice_protocol::messages::IncrementalAlterConfigsRequest {
+        resources: vec![
+            sluice_protocol::messages::incremental_alter_configs_request::AlterConfigsResource {
+                resource_type: 2,
+                resource_name: "misr".into(),
+                configs: vec![
+                    sluice_protocol::messages::incremental_alter_configs_request::AlterableConfig {
+                        name: "min.insync.replicas".into(),
+                        config_operation: 0,
+                        value: Some("1".into()),
+                    },
+                ],
+            },
+        ],
+        validate_only: false,
+    };
+    let resp: sluice_protocol::messages::IncrementalAlterConfigsResponse =
+        c.call(ApiKey::IncrementalAlterConfigs, 1, &alter);
+    assert_eq!(resp.responses[0].error_code, 0);
+    sluice_system_tests::wait_for(std::time::Duration::from_secs(10), "b committed", || {
+        wire::fetch_at(&mut c, "misr", 0, 0).high_watermark == 1
+    });
+    let got = wire::fetch_at(&mut c, "misr", 0, 0);
+    assert_eq!(wire::values(&got.records.unwrap_or_default()), vec!["b"]);
 }
 
 #[test]

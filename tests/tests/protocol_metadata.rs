@@ -50,6 +50,11 @@ const MATRIX: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // Idempotent producers; exercised in replication.rs.
+    (ApiKey::InitProducerId, 0, 5),
+    // Exercised across a cluster in leadership.rs (they need several brokers).
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     // ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) are not advertised
     // until implemented: the match below is exact.
 ];

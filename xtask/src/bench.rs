@@ -10,6 +10,11 @@
 //! ceiling (the same acks=1 producer against a server that discards everything), then
 //! a fresh `sluice` on a data dir on this disk: produce acks=1, produce acks=all,
 //! consume, and the steady-rate latency phase. `--null-sink` stops after the ceiling.
+//! `--cluster N` (N = 3 for issue 5's figure) then starts N `sluice` nodes on 127.0.0.1
+//! (one metadata quorum, `--default-replication-factor 3 --min-insync-replicas 2`),
+//! and runs the same phases with replication-factor-3 topics and the steady phase at
+//! acks=all, so replicated and single-node figures come from one invocation on one
+//! machine; its results go to `bench-cluster.{json,svg,txt}`.
 //!
 //! The machine has two cores shared with whatever else runs, so every phase also
 //! records the machine's busy CPU time that was neither broker nor driver
@@ -29,17 +34,22 @@ use serde_json::{json, Value};
 use crate::util::{cargo, output, run as run_cmd};
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--null-sink] [--quick] [--messages N] [--size S] [--repeat K] [--out DIR]
+usage: cargo xtask bench [--null-sink] [--cluster N] [--quick] [--messages N] [--size S] [--repeat K] [--out DIR]
        cargo xtask bench groups [--quick] [--out DIR]   (consumer-group figures, see bench_groups.rs)
        cargo xtask bench controller [--quick] [--runs N] [--out DIR]   (metadata quorum figures, see bench_controller.rs)
   --messages N   messages per throughput phase (default 1000000; 100000 with --quick)
   --size S       message value size in bytes (default 1024)
   --repeat K     runs of each throughput phase, the median reported (default 3)
   --null-sink    measure only the producer ceiling against the null sink
+  --cluster N    after the single-node run, the same phases on N nodes (2-3) with
+                 replication factor min(N, 3), min.insync.replicas 2 and the steady
+                 phase at acks=all; output bench-cluster.{json,svg,txt}
   --quick        smoke run: 100,000 messages, one run each, 3 s latency phase, 512 MiB dd
   --out DIR      output directory (default target/bench)";
 
 /// Targets from the benchmark issue, checked and printed after a full run.
+/// Issue 5: acks=all on 3 nodes with RF 3 against single-node acks=1, same machine.
+const TARGET_REPLICATED_FRACTION: f64 = 0.5;
 const TARGET_CEILING_FRACTION: f64 = 0.95;
 const TARGET_CONSUME_MB_S: f64 = 800.0;
 const TARGET_PRODUCE_CPU_S_PER_GB: f64 = 1.0;
@@ -51,6 +61,7 @@ struct Opts {
     messages: u64,
     size: usize,
     null_sink_only: bool,
+    cluster: Option<u32>,
     quick: bool,
     repeat: u32,
     out: PathBuf,
@@ -60,6 +71,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
     let mut messages = None;
     let mut size = 1024;
     let mut null_sink_only = false;
+    let mut cluster = None;
     let mut quick = false;
     let mut repeat = None;
     let mut out = root.join("target/bench");
@@ -73,6 +85,15 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
             "--messages" => messages = Some(value()?.parse().context("--messages")?),
             "--size" => size = value()?.parse().context("--size")?,
             "--null-sink" => null_sink_only = true,
+            "--cluster" => {
+                let n: u32 = value()?.parse().context("--cluster")?;
+                // The quorum and RF 3 need at least 2 nodes; three voters is the most
+                // a cluster of this bench (and `cargo xtask cluster`) has.
+                if !(2..=3).contains(&n) {
+                    bail!("--cluster takes 2 or 3 nodes");
+                }
+                cluster = Some(n);
+            }
             "--quick" => quick = true,
             "--repeat" => repeat = Some(value()?.parse().context("--repeat")?),
             // Relative to where the command was started, made absolute because the
@@ -90,6 +111,7 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
         repeat: repeat.unwrap_or(if quick { 1 } else { 3 }).max(1),
         size,
         null_sink_only,
+        cluster,
         quick,
         out,
     })
@@ -103,6 +125,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         return crate::bench_controller::run(root, &args[1..]);
     }
     let opts = parse(root, args)?;
+    if opts.null_sink_only && opts.cluster.is_some() {
+        bail!("--null-sink and --cluster exclude each other");
+    }
     let started = Instant::now();
     // One cargo at a time on this machine: the two builds run one after the other.
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-system-tests", "--bins"]))?;
@@ -131,7 +156,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             &opts.out.join("null-sink.log"),
             None,
         )?;
-        let r = driver(&bin, &opts, &server, "produce-acks1", false)?;
+        let r = driver(
+            &bin,
+            &opts,
+            &server.addr,
+            &[server.pid],
+            "produce-acks1",
+            &["--no-create"],
+        )?;
         server.stop()?;
         r
     };
@@ -157,9 +189,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             let r = driver(
                 &bin,
                 &opts,
-                &server,
+                &server.addr,
+                &[server.pid],
                 "produce-acks1,produce-acksall,consume,consume-1mib,latency",
-                true,
+                &[],
             )?;
             server.stop()?;
             Ok(r)
@@ -169,12 +202,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         }
         broker = result?;
     }
+    let mut cluster = Value::Null;
+    if let Some(nodes) = opts.cluster {
+        eprintln!("xtask bench: {nodes}-node sluice cluster");
+        cluster = cluster_run(&bin, &opts, nodes)?;
+    }
     let load_after = loadavg();
 
     let driver_meta = if broker.is_null() { &ceiling } else { &broker };
     let doc = json!({
         "date": output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])).map(|s| s.trim().to_string()).unwrap_or_default(),
-        "mode": if opts.null_sink_only { "null-sink" } else { "full" },
+        "mode": match (opts.null_sink_only, opts.cluster) {
+            (true, _) => "null-sink".to_string(),
+            (false, None) => "full".to_string(),
+            (false, Some(n)) => format!("full + {n}-node cluster"),
+        },
         "messages": opts.messages,
         "repeat": opts.repeat,
         "size": opts.size,
@@ -191,12 +233,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "consumer_settings": driver_meta["consumer_settings"],
         "latency_producer_settings": driver_meta["latency_producer_settings"],
         "latency_consumer_settings": driver_meta["latency_consumer_settings"],
-        "targets": targets(&ceiling_phase, &broker),
+        "cluster": cluster,
+        "targets": targets(&ceiling_phase, &broker, &cluster),
         "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
 
     let stem = if opts.null_sink_only {
         "null-sink"
+    } else if opts.cluster.is_some() {
+        "bench-cluster"
     } else {
         "bench"
     };
@@ -216,6 +261,133 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 // ---------------------------------------------------------------------------------
 // Servers and the driver
 
+/// `nodes` fresh `sluice` processes on 127.0.0.1 sharing one metadata quorum (every
+/// node votes), as `cargo xtask cluster up` starts them but on free ports and a data
+/// dir under `--out`, kept attached so they die with the bench. Runs the single-node
+/// phases (less the 1 MiB consume) against them with topics of replication factor
+/// min(nodes, 3) and the steady phase at acks=all; broker CPU is all nodes' together.
+fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
+    let replication = nodes.min(3);
+    let min_insync = replication.min(2);
+    let ports = free_ports(2 * nodes as usize)?;
+    let client_port = |i: u32| ports[2 * (i as usize - 1)];
+    let rpc_port = |i: u32| ports[2 * (i as usize - 1) + 1];
+    let voters: Vec<String> = (1..=nodes)
+        .map(|i| format!("{i}@127.0.0.1:{}", rpc_port(i)))
+        .collect();
+    let voters = voters.join(",");
+    let data_root = opts
+        .out
+        .join(format!("cluster-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_root);
+    let logs: Vec<PathBuf> = (1..=nodes)
+        .map(|i| opts.out.join(format!("cluster-node-{i}.log")))
+        .collect();
+    let result = (|| -> Result<Value> {
+        // Every node is spawned before any is awaited: a node logs `sluice listening`
+        // only once a majority of the voters has formed the quorum and unfenced it.
+        let mut starting = Vec::new();
+        for i in 1..=nodes {
+            let data = data_root.join(format!("node-{i}"));
+            std::fs::create_dir_all(&data)?;
+            let args = [
+                "--node-id".to_string(),
+                i.to_string(),
+                "--data-dir".into(),
+                data.to_string_lossy().into_owned(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", client_port(i)),
+                "--rpc-listen".into(),
+                format!("127.0.0.1:{}", rpc_port(i)),
+                "--voters".into(),
+                voters.clone(),
+                "--default-replication-factor".into(),
+                replication.to_string(),
+                "--min-insync-replicas".into(),
+                min_insync.to_string(),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            starting.push(Server::spawn(
+                &bin.join("sluice"),
+                &args,
+                "sluice listening",
+                &logs[i as usize - 1],
+                Some(("SLUICE_LOG_LEVEL", "info")),
+            )?);
+        }
+        let mut servers = Vec::new();
+        for s in starting {
+            servers.push(s.wait(Duration::from_secs(60))?);
+        }
+        let bootstrap: Vec<&str> = servers.iter().map(|s| s.addr.as_str()).collect();
+        let bootstrap = bootstrap.join(",");
+        let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+        let rf = replication.to_string();
+        let r = driver(
+            bin,
+            opts,
+            &bootstrap,
+            &pids,
+            "produce-acks1,produce-acksall,consume,latency",
+            &["--replication-factor", &rf, "--latency-acks", "all"],
+        );
+        // All at once, as `cargo xtask cluster down` does: one at a time, the last
+        // nodes would lose their quorum in the middle of their controlled shutdown.
+        let stopped = stop_all(servers);
+        let r = r?;
+        let shutdown = match stopped {
+            Ok(()) => Value::Null,
+            Err(e) => {
+                eprintln!("xtask bench: cluster shutdown: {e:#}");
+                json!(format!("{e:#}"))
+            }
+        };
+        Ok(json!({
+            "nodes": nodes,
+            "replication_factor": replication,
+            "min_insync_replicas": min_insync,
+            "bootstrap": bootstrap,
+            "node_logs": logs.iter().map(|l| l.display().to_string()).collect::<Vec<_>>(),
+            "shutdown_problem": shutdown,
+            "latency_producer_settings": r["latency_producer_settings"],
+            "server_cpu": "utime+stime of all nodes together",
+            "phases": r["phases"],
+        }))
+    })();
+    if let Err(e) = std::fs::remove_dir_all(&data_root) {
+        eprintln!("xtask bench: could not remove {}: {e}", data_root.display());
+    }
+    result
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (bound together, then released).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// SIGTERM to every server, then waits up to 30 s for all of them; the first failure
+/// is returned after every server is gone.
+fn stop_all(servers: Vec<Server>) -> Result<()> {
+    for s in &servers {
+        s.terminate();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = Ok(());
+    for s in servers {
+        let r = s.wait_exit(deadline);
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
 /// A server process (broker or null sink) that is killed if the bench fails midway.
 pub(crate) struct Server {
     child: Option<Child>,
@@ -233,6 +405,18 @@ impl Server {
         log: &Path,
         env: Option<(&str, &str)>,
     ) -> Result<Server> {
+        Server::spawn(program, args, marker, log, env)?.wait(Duration::from_secs(30))
+    }
+
+    /// [`Server::start`] without the wait, for servers that only print the marker
+    /// once their peers run too (the nodes of a cluster): spawn them all, then wait.
+    pub(crate) fn spawn(
+        program: &Path,
+        args: &[&str],
+        marker: &str,
+        log: &Path,
+        env: Option<(&str, &str)>,
+    ) -> Result<Starting> {
         let mut cmd = Command::new(program);
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some((k, v)) = env {
@@ -252,31 +436,37 @@ impl Server {
         if let Some(stderr) = child.stderr.take() {
             copy_lines(stderr, log_file, None);
         }
-        let mut server = Server {
-            child: Some(child),
-            addr: String::new(),
-            pid,
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => server.addr = addr,
-            Err(_) => bail!(
-                "{} did not print `{marker} listen=...` within 30 s (see {})",
-                program.display(),
-                log.display()
-            ),
-        }
-        Ok(server)
+        Ok(Starting {
+            server: Server {
+                child: Some(child),
+                addr: String::new(),
+                pid,
+            },
+            rx,
+            what: format!("{} did not print `{marker} listen=...`", program.display()),
+            log: log.to_path_buf(),
+        })
     }
 
-    /// SIGTERM, then waits up to 30 s for a clean exit.
-    pub(crate) fn stop(mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
+    /// Sends SIGTERM without waiting (see [`Server::wait_exit`]).
+    fn terminate(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+    }
+
+    /// SIGTERM, then waits up to 30 s for a clean exit.
+    pub(crate) fn stop(self) -> Result<()> {
+        self.terminate();
+        self.wait_exit(Instant::now() + Duration::from_secs(30))
+    }
+
+    /// Waits for the exit after [`Server::terminate`]; SIGKILL and an error at
+    /// `deadline`.
+    fn wait_exit(mut self, deadline: Instant) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         loop {
             if let Some(status) = child.try_wait()? {
                 if !status.success() {
@@ -287,10 +477,39 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("server {} did not exit within 30 s of SIGTERM", self.pid);
+                bail!(
+                    "server {} did not exit within 30 s of SIGTERM; killed",
+                    self.pid
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A server spawned by [`Server::spawn`] whose marker line has not been seen yet.
+pub(crate) struct Starting {
+    server: Server,
+    rx: mpsc::Receiver<String>,
+    what: String,
+    log: PathBuf,
+}
+
+impl Starting {
+    /// Waits up to `timeout` for the marker line (the server is killed if it never
+    /// comes).
+    pub(crate) fn wait(self, timeout: Duration) -> Result<Server> {
+        let mut server = self.server;
+        match self.rx.recv_timeout(timeout) {
+            Ok(addr) => server.addr = addr,
+            Err(_) => bail!(
+                "{} within {} s (see {})",
+                self.what,
+                timeout.as_secs(),
+                self.log.display()
+            ),
+        }
+        Ok(server)
     }
 }
 
@@ -331,32 +550,34 @@ fn copy_lines(
     });
 }
 
-/// Runs `sluice-bench` against `server` and returns its JSON document.
-fn driver(bin: &Path, opts: &Opts, server: &Server, phases: &str, create: bool) -> Result<Value> {
-    let json_path = opts.out.join(format!("driver-{}.json", server.pid));
+/// Runs `sluice-bench` against the server(s) at `bootstrap` (their CPU time is that of
+/// `pids`, summed) with `extra` driver arguments and returns its JSON document.
+fn driver(
+    bin: &Path,
+    opts: &Opts,
+    bootstrap: &str,
+    pids: &[u32],
+    phases: &str,
+    extra: &[&str],
+) -> Result<Value> {
+    let pid_list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let json_path = opts.out.join(format!("driver-{}.json", pid_list.join("-")));
     let mut cmd = Command::new(bin.join("sluice-bench"));
-    cmd.args([
-        "--bootstrap",
-        &server.addr,
-        "--pid",
-        &server.pid.to_string(),
-    ])
-    .args([
-        "--messages",
-        &opts.messages.to_string(),
-        "--size",
-        &opts.size.to_string(),
-    ])
-    .args(["--phases", phases])
-    .arg("--json")
-    .arg(&json_path);
+    cmd.args(["--bootstrap", bootstrap, "--pid", &pid_list.join(",")])
+        .args([
+            "--messages",
+            &opts.messages.to_string(),
+            "--size",
+            &opts.size.to_string(),
+        ])
+        .args(["--phases", phases])
+        .arg("--json")
+        .arg(&json_path);
     cmd.args(["--repeat", &opts.repeat.to_string()]);
     if opts.quick {
         cmd.args(["--latency-secs", "3"]);
     }
-    if !create {
-        cmd.arg("--no-create");
-    }
+    cmd.args(extra);
     run_cmd(&mut cmd)?;
     let text = std::fs::read_to_string(&json_path)
         .with_context(|| format!("reading {}", json_path.display()))?;
@@ -500,7 +721,7 @@ fn phase<'a>(broker: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Each target of the issue with the measured value and whether it is met.
-fn targets(ceiling: &Value, broker: &Value) -> Value {
+fn targets(ceiling: &Value, broker: &Value, cluster: &Value) -> Value {
     if broker.is_null() {
         return Value::Null;
     }
@@ -559,7 +780,25 @@ fn targets(ceiling: &Value, broker: &Value) -> Value {
         TARGET_E2E_P99_MS,
         true,
     );
+    if !cluster.is_null() {
+        check(
+            &format!(
+                "{} nodes RF {} acks=all / 1 node acks=1",
+                cluster["nodes"], cluster["replication_factor"]
+            ),
+            replicated_ratio(broker, cluster),
+            TARGET_REPLICATED_FRACTION,
+            false,
+        );
+    }
     Value::Array(out)
+}
+
+/// The cluster's acks=all MB/s over the single node's acks=1 MB/s.
+fn replicated_ratio(broker: &Value, cluster: &Value) -> Option<f64> {
+    let single = phase(broker, "produce acks=1")["mb_per_s"].as_f64()?;
+    let replicated = phase(cluster, "produce acks=all")["mb_per_s"].as_f64()?;
+    (single > 0.0).then(|| (replicated / single * 1000.0).round() / 1000.0)
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -650,7 +889,7 @@ fn table(doc: &Value) -> String {
         "{:<24} {:>8} {:>10} {:>8} | {:>8} {:>8} {:>8} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>7}",
         "", "", "", "", "ms", "ms", "ms", "ms", "ms", "s", "", "s", "s", "s"
     );
-    let mut row = |name: &str, p: &Value| {
+    let row = |t: &mut String, name: &str, p: &Value| {
         if p.is_null() {
             return;
         }
@@ -682,19 +921,33 @@ fn table(doc: &Value) -> String {
             num(&p["steal_cpu_s"], 2),
         );
     };
-    row("null sink (ceiling)", &doc["null_sink"]);
-    if let Some(phases) = doc["broker_phases"].as_array() {
+    let name = |p: &Value| {
+        if p["phase"] == "latency" {
+            match p["acks"].as_str() {
+                Some("all") => format!("steady {}/s acks=all", p["rate_target_msgs_per_s"]),
+                _ => format!("steady {}/s linger=0", p["rate_target_msgs_per_s"]),
+            }
+        } else {
+            p["label"]
+                .as_str()
+                .or(p["phase"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    row(&mut t, "null sink (ceiling)", &doc["null_sink"]);
+    for p in doc["broker_phases"].as_array().into_iter().flatten() {
+        row(&mut t, &name(p), p);
+    }
+    let cluster = &doc["cluster"];
+    if let Some(phases) = cluster["phases"].as_array() {
+        let _ = writeln!(
+            t,
+            "{} nodes on this machine, topics with replication factor {}, min.insync.replicas {} (srv CPU: all nodes):",
+            cluster["nodes"], cluster["replication_factor"], cluster["min_insync_replicas"]
+        );
         for p in phases {
-            let name = if p["phase"] == "latency" {
-                format!("steady {}/s linger=0", p["rate_target_msgs_per_s"])
-            } else {
-                p["label"]
-                    .as_str()
-                    .or(p["phase"].as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            row(&name, p);
+            row(&mut t, &format!("  {}", name(p)), p);
         }
     }
     // The spread behind each median, so a reader sees how much one run can move.
@@ -715,12 +968,44 @@ fn table(doc: &Value) -> String {
             p,
         );
     }
+    for p in cluster["phases"].as_array().into_iter().flatten() {
+        runs_of(
+            &format!(
+                "{} nodes {}",
+                cluster["nodes"],
+                p["label"]
+                    .as_str()
+                    .or(p["phase"].as_str())
+                    .unwrap_or_default()
+            ),
+            p,
+        );
+    }
     if !spread.is_empty() {
         let _ = writeln!(
             t,
             "\nthroughput rows are the median of {} runs; MB/s of each run: {}",
             doc["repeat"],
             spread.join("; ")
+        );
+    }
+    // Which node burned the CPU (the partition leader is the busiest).
+    let by_node: Vec<String> = cluster["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let each = p["server_cpu_s_by_pid"].as_array()?;
+            let list: Vec<String> = each.iter().map(|v| num(v, 2)).collect();
+            Some(format!("{} {}", name(p), list.join("/")))
+        })
+        .collect();
+    if !by_node.is_empty() {
+        let _ = writeln!(
+            t,
+            "{} nodes, srv CPU s of node 1/2/...: {}",
+            cluster["nodes"],
+            by_node.join("; ")
         );
     }
     t.push_str(
@@ -871,11 +1156,14 @@ fn consume_label(p: &Value) -> String {
 
 fn svg(doc: &Value) -> String {
     let mut s = String::new();
-    // Two panels after a full run; the null-sink run has throughput only.
+    // Two panels after a full run, four with a cluster; the null-sink run has
+    // throughput only.
     let width = if doc["broker_phases"].is_null() {
         490
-    } else {
+    } else if doc["cluster"]["phases"].is_null() {
         960
+    } else {
+        1920
     };
     let _ = writeln!(
         s,
@@ -1000,6 +1288,98 @@ fn svg(doc: &Value) -> String {
             num(&find("consume")["server_cpu_s_per_gb"], 3),
         );
     }
+    cluster_panels(&mut s, doc);
     s.push_str("</svg>\n");
     s
+}
+
+/// The third and fourth panels of a `--cluster` run: produce throughput on one node
+/// and on the cluster with the replication target, and the cluster's steady latency.
+fn cluster_panels(s: &mut String, doc: &Value) {
+    let cluster = &doc["cluster"];
+    if cluster["phases"].is_null() {
+        return;
+    }
+    let single = |name: &str| phase(&json!({ "phases": doc["broker_phases"] }), name).clone();
+    let nodes = format!(
+        "{} nodes RF {}",
+        cluster["nodes"], cluster["replication_factor"]
+    );
+    let acks1 = single("produce acks=1")["mb_per_s"].as_f64();
+    let bars = vec![
+        ("1 node\nacks=1".to_string(), acks1, "#2980b9"),
+        (
+            "1 node\nacks=all".to_string(),
+            single("produce acks=all")["mb_per_s"].as_f64(),
+            "#2471a3",
+        ),
+        (
+            format!("{nodes}\nacks=1"),
+            phase(cluster, "produce acks=1")["mb_per_s"].as_f64(),
+            "#ca6f1e",
+        ),
+        (
+            format!("{nodes}\nacks=all"),
+            phase(cluster, "produce acks=all")["mb_per_s"].as_f64(),
+            "#a04000",
+        ),
+        (
+            format!("{nodes}\nconsume"),
+            phase(cluster, "consume")["mb_per_s"].as_f64(),
+            "#27ae60",
+        ),
+    ];
+    let lines: Vec<(String, f64)> = acks1
+        .map(|a| {
+            (
+                "50% of 1 node acks=1".to_string(),
+                a * TARGET_REPLICATED_FRACTION,
+            )
+        })
+        .into_iter()
+        .collect();
+    bar_panel(
+        s,
+        990.0,
+        &format!("Replication: {nodes}, same machine"),
+        "MB/s (1e6 payload bytes per second)",
+        &bars,
+        &lines,
+        1,
+    );
+    let lat = phase(cluster, "latency");
+    if !lat.is_null() {
+        let bars = vec![
+            (
+                "produce\np50".to_string(),
+                lat["produce_latency"]["p50_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "produce\np99".to_string(),
+                lat["produce_latency"]["p99_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "produce\np99.9".to_string(),
+                lat["produce_latency"]["p999_ms"].as_f64(),
+                "#8e44ad",
+            ),
+            (
+                "e2e\np50".to_string(),
+                lat["e2e_latency"]["p50_ms"].as_f64(),
+                "#d35400",
+            ),
+            (
+                "e2e\np99".to_string(),
+                lat["e2e_latency"]["p99_ms"].as_f64(),
+                "#d35400",
+            ),
+        ];
+        let title = format!(
+            "{nodes}: steady {}/s, acks=all",
+            lat["rate_target_msgs_per_s"]
+        );
+        bar_panel(s, 1470.0, &title, "milliseconds", &bars, &[], 2);
+    }
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI runs, in one command (the README's test command).
 //!
-//! Order: cheap static checks first, then fuzzing and the client compatibility
-//! scenarios (Python clients, kcat, Sarama), and the workspace tests (nextest) last.
+//! Order: cheap static checks first, then fuzzing, the client compatibility
+//! scenarios (Python clients, kcat, Sarama), a short chaos schedule (`xtask chaos`), and
+//! the workspace tests (nextest) last.
 //! Every step runs even when an earlier one failed, so one CI run reports everything;
 //! the closing line is a plain `N passed, M failed` over test cases plus steps.
 
@@ -59,6 +60,14 @@ pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
     if !quick {
         step("fuzz", &mut || crate::fuzz::run(root, &[]));
         step("compat", &mut || crate::compat::run(root, &[]));
+        // A short chaos schedule: six kills, at least one of the controller leader.
+        step("chaos", &mut || {
+            let args: Vec<String> = ["--nodes", "3", "--kills", "6", "--seed", "20261122"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            crate::chaos::run(root, &args)
+        });
     }
     let mut tests = (0usize, 0usize);
     step("tests", &mut || {

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_controller;
 mod bench_groups;
+mod chaos;
 mod ci;
 mod cluster;
 mod codegen;
@@ -45,6 +46,12 @@ commands:
       Metadata quorum on 3 local nodes: kill -9 of a broker / of the controller leader
       until every survivor shows it fenced with new leaders, and the CreateTopics round
       trip (to the leader, forwarded); JSON + SVG in target/bench/.
+  chaos [--nodes 3] [--kills K] [--seed S] [--duration-secs T] [--interval-ms MS]
+        [--pause-ms MS] [--json PATH] [...]
+      Chaos test: SIGKILL partition leaders and the controller leader of a 3-node
+      cluster under an idempotent acks=all producer; checks no acknowledged write is
+      lost, duplicated or reordered, no phantom, no divergent read, ListOffsets latest
+      never decreases; prints unavailability per kill. JSON in target/chaos/.
   cluster up [--nodes N] [--keep-data] [-- SLUICE_ARGS...] | status | down
   cluster kill --node N | start --node N
       A local cluster of N (1-5, default 3) sluice processes on 127.0.0.1, node i
@@ -65,6 +72,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run(&workspace_root()?, rest),
         "compat" => compat::run(&workspace_root()?, rest),
         "bench" => bench::run(&workspace_root()?, rest),
+        "chaos" => chaos::run(&workspace_root()?, rest),
         "cluster" => cluster::run(&workspace_root()?, rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

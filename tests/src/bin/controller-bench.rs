@@ -39,10 +39,9 @@ use sluice_protocol::codec::Uuid;
 use sluice_protocol::messages::{
     delete_topics_request, describe_quorum_request, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    MetadataRequest, MetadataResponse,
 };
 use sluice_system_tests::cluster::{Cluster, View};
-use sluice_system_tests::raw::RawClient;
+use sluice_system_tests::raw::{LazyClient as Conn, RawClient};
 use sluice_system_tests::wire::creatable;
 
 const NODES: usize = 3;
@@ -114,15 +113,6 @@ fn progress(msg: &str) {
 // ---------------------------------------------------------------------------------
 // Requests on one connection, reconnecting after an error
 
-fn metadata_request() -> MetadataRequest {
-    MetadataRequest {
-        topics: None,
-        allow_auto_topic_creation: false,
-        include_cluster_authorized_operations: false,
-        include_topic_authorized_operations: false,
-    }
-}
-
 fn quorum_request() -> DescribeQuorumRequest {
     DescribeQuorumRequest {
         topics: vec![describe_quorum_request::TopicData {
@@ -132,54 +122,13 @@ fn quorum_request() -> DescribeQuorumRequest {
     }
 }
 
-/// One node's connection, opened on first use and dropped after an error.
-struct Conn {
-    addr: String,
-    client: Option<RawClient>,
-}
-
-impl Conn {
-    fn new(addr: &str) -> Conn {
-        Conn {
-            addr: addr.to_string(),
-            client: None,
-        }
-    }
-
-    fn call<Req, Resp>(&mut self, api: ApiKey, version: i16, req: &Req) -> std::io::Result<Resp>
-    where
-        Req: sluice_protocol::codec::Encode,
-        Resp: sluice_protocol::codec::Decode,
-    {
-        if self.client.is_none() {
-            self.client = Some(RawClient::try_connect(&self.addr, IO_TIMEOUT)?);
-        }
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("no client"))?;
-        // A malformed answer panics in the raw client; count it as an I/O error.
-        let r = catch_unwind(AssertUnwindSafe(|| client.try_call(api, version, req)))
-            .unwrap_or_else(|_| Err(std::io::Error::other("malformed response")));
-        if r.is_err() {
-            self.client = None;
-        }
-        r
-    }
-
-    fn view(&mut self) -> std::io::Result<View> {
-        let m: MetadataResponse = self.call(ApiKey::Metadata, 12, &metadata_request())?;
-        Ok(View::of(&m))
-    }
-
-    /// The controller leader this node names, if it answers without error.
-    fn quorum_leader(&mut self) -> Option<(i32, i32)> {
-        let r: DescribeQuorumResponse = self
-            .call(ApiKey::DescribeQuorum, 1, &quorum_request())
-            .ok()?;
-        let p = r.topics.first()?.partitions.first()?;
-        (r.error_code == 0 && p.error_code == 0).then_some((p.leader_id, p.leader_epoch))
-    }
+/// The controller leader node `conn` names, if it answers without error.
+fn quorum_leader(conn: &mut Conn) -> Option<(i32, i32)> {
+    let r: DescribeQuorumResponse = conn
+        .call(ApiKey::DescribeQuorum, 1, &quorum_request())
+        .ok()?;
+    let p = r.topics.first()?.partitions.first()?;
+    (r.error_code == 0 && p.error_code == 0).then_some((p.leader_id, p.leader_epoch))
 }
 
 /// CreateTopics v7 of `name` (12 partitions, replication factor 3) to `addr`, timed from
@@ -314,8 +263,8 @@ fn watch_survivor(
     t0: Instant,
     poll: Duration,
 ) -> SurvivorSeen {
-    let mut conn = Conn::new(addr);
-    let mut quorum_conn = Conn::new(addr);
+    let mut conn = Conn::new(addr, IO_TIMEOUT);
+    let mut quorum_conn = Conn::new(addr, IO_TIMEOUT);
     let mut seen = SurvivorSeen::default();
     let mut last_poll: Option<Instant> = None;
     let mut next = t0;
@@ -326,7 +275,7 @@ fn watch_survivor(
         }
         last_poll = Some(now);
         if watch_quorum && seen.new_controller.is_none() {
-            if let Some((leader, _)) = quorum_conn.quorum_leader() {
+            if let Some((leader, _)) = quorum_leader(&mut quorum_conn) {
                 if leader >= 0 && leader != victim {
                     seen.new_controller = Some((t0.elapsed(), leader));
                 }

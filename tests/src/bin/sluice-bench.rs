@@ -10,12 +10,13 @@
 //! - `consume`: everything the acks=1 phase wrote, read back from the beginning with
 //!   an assigned (group-less) consumer;
 //! - `latency`: a steady rate (default 2,000 msgs/s for 10 s after 1 s of warm-up,
-//!   linger.ms=0, acks=1) with a consumer tailing the same topic: produce latency
+//!   linger.ms=0, acks=1 or `--latency-acks`) with a consumer tailing the same topic: produce latency
 //!   and end-to-end latency (send -> consumer poll), taken from a send time carried
 //!   in the payload (one process, one monotonic clock).
 //!
 //! Around every phase it reads the server's CPU time from `/proc/<pid>/stat`
-//! (utime + stime) and reports CPU seconds per GB of payload moved (1 GB = 1e9 bytes
+//! (utime + stime; summed over every `--pid` when the server is a cluster of nodes) and
+//! reports CPU seconds per GB of payload moved (1 GB = 1e9 bytes
 //! of message values; keys are empty, record overhead not counted).
 //!
 //! The result is one JSON document written to `--json`; `cargo xtask bench` merges it
@@ -42,18 +43,21 @@ use serde_json::{json, Value};
 
 const USAGE: &str = "\
 usage: sluice-bench --bootstrap HOST:PORT --json FILE [options]
-  --pid PID             server process whose CPU time is measured (/proc/PID/stat)
+  --pid PID[,PID...]    server process(es) whose CPU time is measured (/proc/PID/stat),
+                        summed over all of them (the nodes of a cluster)
   --messages N          messages per throughput phase (default 1000000)
   --size S              message value size in bytes (default 1024)
   --phases LIST         comma-separated: produce-acks1,produce-acksall,consume,
                         consume-1mib,latency (default: all but consume-1mib)
   --no-create           do not create topics through the admin API (null sink)
+  --replication-factor R  replication factor of the topics created (default 1)
   --consumer-set K=V    override one consume-phase consumer setting (repeatable)
   --consume-topic T     consume phase reads topic T (default: this run's acks=1 topic),
                         e.g. to profile repeated reads of one topic
   --repeat K            run each throughput phase K times, report the median (default 1)
   --latency-rate R      messages per second in the latency phase (default 2000)
-  --latency-secs T      measured seconds in the latency phase (default 10)";
+  --latency-secs T      measured seconds in the latency phase (default 10)
+  --latency-acks A      acks of the latency phase's producer: 1 or all (default 1)";
 
 /// Producer settings shared by both throughput phases (and by the null-sink ceiling,
 /// which runs the same `produce-acks1` phase). `acks` is added per phase.
@@ -86,9 +90,9 @@ const CONSUMER_SETTINGS: &[(&str, &str)] = &[
 /// Latency phase: no batching delay; the consumer keeps librdkafka's default
 /// fetch.wait.max.ms (500), so a broker that does not wake parked fetches on append
 /// shows up as end-to-end latency in the hundreds of milliseconds.
+/// `acks` is added from `--latency-acks`.
 const LATENCY_PRODUCER_SETTINGS: &[(&str, &str)] = &[
     ("linger.ms", "0"),
-    ("acks", "1"),
     ("compression.type", "none"),
     ("enable.idempotence", "false"),
     ("message.timeout.ms", "30000"),
@@ -103,11 +107,13 @@ const LATENCY_CONSUMER_SETTINGS: &[(&str, &str)] = &[
 
 struct Args {
     bootstrap: String,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     messages: u64,
     size: usize,
     phases: Vec<String>,
     create: bool,
+    replication_factor: i32,
+    latency_acks: String,
     latency_rate: u64,
     latency_secs: u64,
     json: PathBuf,
@@ -119,7 +125,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         bootstrap: String::new(),
-        pid: None,
+        pids: Vec::new(),
         messages: 1_000_000,
         size: 1024,
         phases: vec![
@@ -129,6 +135,8 @@ fn parse_args() -> Result<Args> {
             "latency".into(),
         ],
         create: true,
+        replication_factor: 1,
+        latency_acks: "1".into(),
         latency_rate: 2000,
         latency_secs: 10,
         json: PathBuf::new(),
@@ -144,11 +152,19 @@ fn parse_args() -> Result<Args> {
         };
         match flag.as_str() {
             "--bootstrap" => a.bootstrap = value()?,
-            "--pid" => a.pid = Some(value()?.parse().context("--pid")?),
+            "--pid" => {
+                for p in value()?.split(',') {
+                    a.pids.push(p.parse().context("--pid")?);
+                }
+            }
             "--messages" => a.messages = value()?.parse().context("--messages")?,
             "--size" => a.size = value()?.parse().context("--size")?,
             "--phases" => a.phases = value()?.split(',').map(str::to_string).collect(),
             "--no-create" => a.create = false,
+            "--replication-factor" => {
+                a.replication_factor = value()?.parse().context("--replication-factor")?;
+            }
+            "--latency-acks" => a.latency_acks = value()?,
             "--latency-rate" => a.latency_rate = value()?.parse().context("--latency-rate")?,
             "--latency-secs" => a.latency_secs = value()?.parse().context("--latency-secs")?,
             "--json" => a.json = PathBuf::from(value()?),
@@ -174,8 +190,11 @@ fn parse_args() -> Result<Args> {
     if a.size < 9 {
         bail!("--size must be at least 9 (the latency phase carries a timestamp and a flag)");
     }
-    if a.messages == 0 || a.latency_rate == 0 || a.repeat == 0 {
-        bail!("--messages, --latency-rate and --repeat must be positive");
+    if a.latency_acks != "1" && a.latency_acks != "all" {
+        bail!("--latency-acks must be 1 or all");
+    }
+    if a.messages == 0 || a.latency_rate == 0 || a.repeat == 0 || a.replication_factor < 1 {
+        bail!("--messages, --latency-rate, --repeat and --replication-factor must be positive");
     }
     Ok(a)
 }
@@ -235,13 +254,22 @@ fn main() -> Result<()> {
         "consumer_settings": Value::Object(
             consumer_settings(&args).into_iter().map(|(k, v)| (k, Value::from(v))).collect()
         ),
-        "latency_producer_settings": settings_json(LATENCY_PRODUCER_SETTINGS),
+        "replication_factor": args.replication_factor,
+        "server_pids": args.pids,
+        "latency_producer_settings": settings_json(&latency_producer_settings(&args)),
         "latency_consumer_settings": settings_json(LATENCY_CONSUMER_SETTINGS),
         "phases": phases,
     });
     let text = serde_json::to_string_pretty(&doc)?;
     std::fs::write(&args.json, text).with_context(|| format!("writing {}", args.json.display()))?;
     Ok(())
+}
+
+/// The latency phase's producer settings with its `acks`.
+fn latency_producer_settings(args: &Args) -> Vec<(&'static str, &str)> {
+    let mut settings = LATENCY_PRODUCER_SETTINGS.to_vec();
+    settings.push(("acks", args.latency_acks.as_str()));
+    settings
 }
 
 /// The consume phase's settings with the `--consumer-set` overrides applied.
@@ -349,6 +377,20 @@ fn usage(pid: &str, clk_tck: u64) -> Result<Usage> {
     })
 }
 
+/// The usage of several processes added up (zero for none).
+fn usage_sum(pids: &[String], clk_tck: u64) -> Result<Usage> {
+    let mut sum = Usage {
+        cpu_s: 0.0,
+        minor_faults: 0,
+    };
+    for pid in pids {
+        let u = usage(pid, clk_tck)?;
+        sum.cpu_s += u.cpu_s;
+        sum.minor_faults += u.minor_faults;
+    }
+    Ok(sum)
+}
+
 /// CPU seconds of the whole machine (all cores) from /proc/stat: busy (everything
 /// but idle, iowait and steal) and steal (time the hypervisor ran something else
 /// while our virtual CPUs wanted to run). Compared with the server's and this
@@ -370,29 +412,30 @@ fn machine_seconds(clk_tck: u64) -> Result<(f64, f64)> {
 
 /// CPU seconds of the server, of this process and of the machine over one phase.
 struct CpuMeter {
-    pid: Option<String>,
+    pids: Vec<String>,
     clk_tck: u64,
     server0: Usage,
+    /// Each pid's CPU seconds at the start, for the per-node split of a cluster.
+    each0: Vec<f64>,
     client0: f64,
     machine0: (f64, f64),
 }
 
 impl CpuMeter {
     fn start(args: &Args, clk_tck: u64) -> Result<CpuMeter> {
-        let pid = args.pid.map(|p| p.to_string());
-        let server0 = match &pid {
-            Some(p) => usage(p, clk_tck)?,
-            None => Usage {
-                cpu_s: 0.0,
-                minor_faults: 0,
-            },
-        };
+        let pids: Vec<String> = args.pids.iter().map(u32::to_string).collect();
+        let server0 = usage_sum(&pids, clk_tck)?;
+        let each0 = pids
+            .iter()
+            .map(|p| usage(p, clk_tck).map(|u| u.cpu_s))
+            .collect::<Result<Vec<_>>>()?;
         Ok(CpuMeter {
             client0: usage("self", clk_tck)?.cpu_s,
             machine0: machine_seconds(clk_tck)?,
-            pid,
+            pids,
             clk_tck,
             server0,
+            each0,
         })
     }
 
@@ -411,9 +454,16 @@ impl CpuMeter {
             "steal_cpu_s": round(steal, 3),
             "other_cpu_s": round((machine - client).max(0.0), 3),
         });
-        if let Some(pid) = &self.pid {
-            let now = usage(pid, self.clk_tck)?;
+        if !self.pids.is_empty() {
+            let now = usage_sum(&self.pids, self.clk_tck)?;
             let server = now.cpu_s - self.server0.cpu_s;
+            if self.pids.len() > 1 {
+                let mut each = Vec::new();
+                for (p, start) in self.pids.iter().zip(&self.each0) {
+                    each.push(round(usage(p, self.clk_tck)?.cpu_s - start, 3));
+                }
+                v["server_cpu_s_by_pid"] = json!(each);
+            }
             let faults = now.minor_faults.saturating_sub(self.server0.minor_faults);
             v["server_minor_faults"] = json!(faults);
             v["server_minor_faults_per_gb"] = if gb > 0.0 {
@@ -583,7 +633,7 @@ fn create_topic(args: &Args, topic: &str) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(args.replication_factor));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = rt
         .block_on(admin.create_topics([&new], &opts))
@@ -849,7 +899,7 @@ fn latency_phase(args: &Args, clk_tck: u64, topic: &str) -> Result<Value> {
     };
 
     let producer: ThreadedProducer<Recorder> =
-        client_config(&args.bootstrap, LATENCY_PRODUCER_SETTINGS)
+        client_config(&args.bootstrap, &latency_producer_settings(args))
             .create_with_context(Recorder::new(base, usize::try_from(measured)?))
             .context("producer")?;
     let recorder = producer.context().clone();
@@ -887,6 +937,7 @@ fn latency_phase(args: &Args, clk_tck: u64, topic: &str) -> Result<Value> {
     let bytes = measured * args.size as u64;
     let mut v = json!({
         "phase": "latency",
+        "acks": args.latency_acks,
         "topic": topic,
         "rate_target_msgs_per_s": args.latency_rate,
         "rate_achieved_msgs_per_s": round(measured as f64 / send_seconds, 1),

@@ -1,0 +1,1228 @@
+//! `chaos`: the chaos test behind `cargo xtask chaos` (issue 5).
+//!
+//! Starts a cluster of real `sluice` processes (`sluice_system_tests::cluster`, node
+//! flags `--default-replication-factor 3 --min-insync-replicas 2`, plus a short
+//! `--replica-lag-time-max-ms` when the binary has that flag), creates a topic of
+//! `--partitions` (6) partitions, replication factor 3, `min.insync.replicas=2`, and runs
+//! for the whole test:
+//!
+//! - an idempotent `acks=all` librdkafka producer writing `p{partition}-{seq:010}` to
+//!   every partition in turn at `--rate` messages per second, recording each delivery
+//!   report (offset and time, or the error);
+//! - an independent librdkafka consumer (assigned every partition from the beginning,
+//!   no group) recording every (partition, offset, value) it reads;
+//! - a poller sending ListOffsets `latest` every `--latest-poll-ms` to each partition's
+//!   leader (per the Metadata of a live node, with its leader epoch), recording answers.
+//!
+//! Meanwhile, `--kills` times: wait `--interval-ms` (with up to 50 % jitter), SIGKILL the
+//! controller (Raft) leader (with probability `--controller-percent`) or the leader of a
+//! random partition (one the controller leader does not lead, if there is one), wait
+//! `--pause-ms`, restart it, and wait (bounded) until it is back
+//! in every partition's ISR. Then every node is brought up, the ISRs are awaited, the
+//! producer is flushed, the consumer catches up, and a fresh consumer reads every
+//! partition from offset 0 to its high watermark. `sluice_system_tests::chaos::check`
+//! judges the history; the unavailability window of each kill is the time from the kill
+//! until every partition the victim led acknowledged a message sent after the kill.
+//!
+//! Prints its seed first, the summary and every violation on stdout, progress on stderr
+//! (with every node's log, prefixed `[node-i]`). Exit status: 0 clean, 1 violations,
+//! 2 the run could not complete (the cluster did not come up or heal, the final read
+//! did not reach the high watermarks).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // A CLI tool: reports on stdio.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use sluice_protocol::api::ApiKey;
+use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use sluice_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use sluice_system_tests::chaos::{
+    check, median_max, value, windows, History, Kill, Latest, Outcome, Read, Rng, Sent, Window,
+};
+use sluice_system_tests::cluster::{Cluster, View};
+use sluice_system_tests::raw::{LazyClient as Conn, RawClient};
+use sluice_system_tests::wire::creatable;
+
+const USAGE: &str = "\
+usage: chaos [--nodes 3] [--kills K] [--seed S] [options]
+  --nodes N               cluster size (default 3; at least 3)
+  --kills K               SIGKILLs (default 10)
+  --seed S                RNG seed (default: from the clock; printed first)
+  --interval-ms MS        time before each kill (default 5000, plus 0-50 % jitter)
+  --pause-ms MS           time a killed node stays down (default 3000)
+  --duration-secs T       minimum length of the run: keep producing (and killing, if
+                          kills remain) until T seconds passed (default: none)
+  --controller-percent P  chance that a kill targets the controller leader (default 40)
+  --partitions N          partitions of the topic (default 6)
+  --rate R                messages per second, all partitions together (default 300)
+  --latest-poll-ms MS     ListOffsets latest poll period (default 200)
+  --heal-timeout-secs T   bound on waiting for a full ISR after a restart (default 30)
+  --replica-lag-ms MS     --replica-lag-time-max-ms for the nodes, if sluice has that
+                          flag (default 2000)
+  --sluice-arg ARG        one more argument for every node (repeatable)
+  --no-idempotence        acks=all without enable.idempotence (max.in.flight 1), to
+                          try the harness on a broker without InitProducerId; retries
+                          may then duplicate, which the checker reports
+  --json PATH             write the figures as JSON";
+
+/// Targets from the issue: worst unavailability per kill.
+const TARGET_LEADER_KILL: Duration = Duration::from_secs(2);
+const TARGET_CONTROLLER_KILL: Duration = Duration::from_secs(4);
+/// Connect/read timeout of the driver's raw requests.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// librdkafka's delivery timeout: long enough to ride out failovers.
+const MESSAGE_TIMEOUT_MS: u64 = 30_000;
+const TOPIC: &str = "chaos";
+
+struct Args {
+    nodes: usize,
+    kills: usize,
+    seed: u64,
+    interval: Duration,
+    pause: Duration,
+    duration: Option<Duration>,
+    controller_percent: u64,
+    partitions: i32,
+    rate: u64,
+    latest_poll: Duration,
+    heal_timeout: Duration,
+    replica_lag_ms: u64,
+    sluice_args: Vec<String>,
+    idempotence: bool,
+    json: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        nodes: 3,
+        kills: 10,
+        seed: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        interval: Duration::from_millis(5000),
+        pause: Duration::from_millis(3000),
+        duration: None,
+        controller_percent: 40,
+        partitions: 6,
+        rate: 300,
+        latest_poll: Duration::from_millis(200),
+        heal_timeout: Duration::from_secs(30),
+        replica_lag_ms: 2000,
+        sluice_args: Vec::new(),
+        idempotence: true,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        let ms = |v: String| -> Result<Duration> {
+            Ok(Duration::from_millis(v.parse().context("milliseconds")?))
+        };
+        match flag.as_str() {
+            "--nodes" => a.nodes = value()?.parse().context("--nodes")?,
+            "--kills" => a.kills = value()?.parse().context("--kills")?,
+            "--seed" => a.seed = value()?.parse().context("--seed")?,
+            "--interval-ms" => a.interval = ms(value()?)?,
+            "--pause-ms" => a.pause = ms(value()?)?,
+            "--duration-secs" => {
+                a.duration = Some(Duration::from_secs(
+                    value()?.parse().context("--duration-secs")?,
+                ))
+            }
+            "--controller-percent" => {
+                a.controller_percent = value()?.parse().context("--controller-percent")?
+            }
+            "--partitions" => a.partitions = value()?.parse().context("--partitions")?,
+            "--rate" => a.rate = value()?.parse().context("--rate")?,
+            "--latest-poll-ms" => a.latest_poll = ms(value()?)?,
+            "--heal-timeout-secs" => {
+                a.heal_timeout =
+                    Duration::from_secs(value()?.parse().context("--heal-timeout-secs")?)
+            }
+            "--replica-lag-ms" => {
+                a.replica_lag_ms = value()?.parse().context("--replica-lag-ms")?
+            }
+            "--sluice-arg" => a.sluice_args.push(value()?),
+            "--no-idempotence" => a.idempotence = false,
+            "--json" => a.json = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if a.nodes < 3 {
+        bail!("--nodes must be at least 3 (replication factor 3)");
+    }
+    if a.partitions < 1 || a.rate == 0 || a.controller_percent > 100 {
+        bail!("--partitions and --rate must be positive, --controller-percent at most 100");
+    }
+    Ok(a)
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+fn progress(msg: &str) {
+    eprintln!("chaos: [unix_ms {}] {msg}", unix_ms());
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// Runs `f`, turning a panic (the harness panics on timeouts) into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        anyhow::anyhow!("{what}: {msg}")
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Raw requests
+
+/// The first live node's view (nodes in the given order), if any answers.
+fn any_view(cluster: &Cluster) -> Option<View> {
+    cluster
+        .live()
+        .into_iter()
+        .find_map(|id| cluster.view(id).ok())
+}
+
+fn create_topic(cluster: &Cluster, partitions: i32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = guarded("controller leader", || {
+            cluster
+                .await_controller_leader(Duration::from_secs(20), None)
+                .0
+        })?;
+        let req = CreateTopicsRequest {
+            topics: vec![creatable(
+                TOPIC,
+                partitions,
+                3,
+                &[("min.insync.replicas", "2")],
+            )],
+            timeout_ms: 30_000,
+            validate_only: false,
+        };
+        let r: Result<CreateTopicsResponse> =
+            RawClient::try_connect(cluster.addr(leader), Duration::from_secs(35))
+                .and_then(|mut c| c.try_call(ApiKey::CreateTopics, 7, &req))
+                .map_err(Into::into);
+        match r {
+            Ok(resp) => {
+                let t = resp.topics.first().context("no topic result")?;
+                // 36: TOPIC_ALREADY_EXISTS (a retry after a lost answer).
+                if t.error_code == 0 || t.error_code == 36 {
+                    return Ok(());
+                }
+                progress(&format!(
+                    "CreateTopics: error {} {:?}",
+                    t.error_code, t.error_message
+                ));
+            }
+            Err(e) => progress(&format!("CreateTopics: {e:#}")),
+        }
+        if Instant::now() > deadline {
+            bail!("could not create topic {TOPIC} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whether `v` shows every partition of the topic led, with every node of `nodes` in
+/// its ISR.
+fn full_isr(v: &View, partitions: i32, nodes: &[i32]) -> bool {
+    v.topics.get(TOPIC).is_some_and(|t| {
+        t.error_code == 0
+            && t.partitions.len() == partitions as usize
+            && t.partitions
+                .iter()
+                .all(|p| p.leader >= 0 && nodes.iter().all(|n| p.isr.contains(n)))
+    })
+}
+
+/// Polls every live node's view until all of them show a full ISR or `timeout` passes.
+fn await_full_isr(cluster: &Cluster, partitions: i32, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    let nodes = cluster.ids();
+    let mut last = String::new();
+    loop {
+        let live = cluster.live();
+        let views: Vec<_> = live.iter().map(|&id| (id, cluster.view(id))).collect();
+        if views
+            .iter()
+            .all(|(_, v)| v.as_ref().is_ok_and(|v| full_isr(v, partitions, &nodes)))
+        {
+            return Ok(start.elapsed());
+        }
+        if let Some(t) = views
+            .iter()
+            .find_map(|(_, v)| v.as_ref().ok())
+            .and_then(|v| v.topics.get(TOPIC))
+        {
+            last = t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("p{i}: leader {} isr {:?}", p.leader, p.isr))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        if start.elapsed() > timeout {
+            bail!("no full ISR within {timeout:?} (last seen: {last})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// librdkafka clients
+
+fn log_librdkafka(who: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+        progress(&format!("{who} librdkafka {level:?} {fac}: {message}"));
+    }
+}
+
+/// The producer's context: records every delivery report into `sent`.
+struct Recorder {
+    start: Instant,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    partition_mismatch: AtomicU64,
+}
+
+impl ClientContext for Recorder {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka("producer", level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        progress(&format!("producer error: {error}: {reason}"));
+    }
+}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, idx: usize) {
+        let at = self.start.elapsed();
+        let Ok(mut sent) = self.sent.lock() else {
+            return;
+        };
+        let Some(s) = sent.get_mut(idx) else { return };
+        match result {
+            Ok(m) => {
+                if m.partition() != s.partition {
+                    self.partition_mismatch.fetch_add(1, Ordering::Relaxed);
+                }
+                s.outcome = Outcome::Acked {
+                    offset: m.offset(),
+                    at,
+                };
+            }
+            Err((e, _)) => {
+                s.outcome = Outcome::Failed {
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+struct Quiet(&'static str);
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka(self.0, level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        progress(&format!("{} error: {error}: {reason}", self.0));
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+fn producer(
+    bootstrap: &str,
+    idempotence: bool,
+    ctx: Recorder,
+) -> Result<ThreadedProducer<Recorder>> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", idempotence.to_string())
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("linger.ms", "5")
+        .set("retry.backoff.ms", "50")
+        .set("retry.backoff.max.ms", "250")
+        .set("topic.metadata.refresh.fast.interval.ms", "50")
+        .set("socket.timeout.ms", "10000");
+    if !idempotence {
+        // Keep per-partition order across retries without the idempotent producer.
+        c.set("max.in.flight.requests.per.connection", "1");
+    }
+    c.create_with_context(ctx).context("producer")
+}
+
+fn consumer(bootstrap: &str, who: &'static str) -> Result<BaseConsumer<Quiet>> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", "chaos-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("topic.metadata.refresh.fast.interval.ms", "50")
+        .set("socket.timeout.ms", "10000");
+    c.create_with_context(Quiet(who)).context("consumer")
+}
+
+fn assign_all(c: &BaseConsumer<Quiet>, partitions: i32) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl).context("assign")
+}
+
+/// Shared state of the background threads.
+struct Shared {
+    start: Instant,
+    stop_producer: AtomicBool,
+    stop_observers: AtomicBool,
+    sent: Arc<Mutex<Vec<Sent>>>,
+    reads: Mutex<Vec<Read>>,
+    latest: Mutex<Vec<Latest>>,
+    producer_restarts: AtomicU64,
+    partition_mismatch: AtomicU64,
+    consumer_errors: AtomicU64,
+    /// Highest offset + 1 the run consumer read, per partition.
+    consumed_end: Mutex<BTreeMap<i32, i64>>,
+    /// Set when the run cannot go on (the producer cannot work at all).
+    abort: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn aborted(&self) -> Option<String> {
+        self.abort.lock().ok().and_then(|a| a.clone())
+    }
+}
+
+/// The producer loop: round robin over partitions at `rate`, until stopped; then a
+/// bounded flush. A producer that hit a fatal error is replaced (its outstanding
+/// messages are reported failed).
+fn produce(
+    shared: &Shared,
+    bootstrap: &str,
+    partitions: i32,
+    rate: u64,
+    idempotence: bool,
+) -> Result<()> {
+    let make = || {
+        producer(
+            bootstrap,
+            idempotence,
+            Recorder {
+                start: shared.start,
+                sent: shared.sent.clone(),
+                partition_mismatch: AtomicU64::new(0),
+            },
+        )
+    };
+    let mut p = make()?;
+    let mut seq = vec![0u64; partitions as usize];
+    let period = Duration::from_nanos(1_000_000_000 / rate);
+    let mut next = Instant::now();
+    let mut n: u64 = 0;
+    let mut last_fatal_check = Instant::now();
+    while !shared.stop_producer.load(Ordering::Relaxed) {
+        if last_fatal_check.elapsed() > Duration::from_millis(500) {
+            last_fatal_check = Instant::now();
+            if let Some((code, reason)) = p.client().fatal_error() {
+                if code == RDKafkaErrorCode::UnsupportedFeature {
+                    // The cluster cannot serve this producer at all (no InitProducerId):
+                    // a new one would fail the same way.
+                    let msg = format!("producer fatal error {code:?}: {reason}");
+                    progress(&format!("{msg}; aborting the run"));
+                    if let Ok(mut a) = shared.abort.lock() {
+                        a.get_or_insert(msg);
+                    }
+                    break;
+                }
+                progress(&format!(
+                    "producer fatal error {code:?}: {reason}; starting a new producer"
+                ));
+                let _ = p.flush(Duration::from_secs(5));
+                shared.partition_mismatch.fetch_add(
+                    p.context().partition_mismatch.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                p = make()?;
+                shared.producer_restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let partition = (n % partitions as u64) as i32;
+        let s = seq[partition as usize];
+        let v = value(partition, s);
+        let idx = {
+            let mut sent = shared
+                .sent
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?;
+            sent.push(Sent {
+                partition,
+                seq: s,
+                at: shared.start.elapsed(),
+                outcome: Outcome::Pending,
+            });
+            sent.len() - 1
+        };
+        let mut tries = 0;
+        loop {
+            let rec = BaseRecord::<(), str, usize>::with_opaque_to(TOPIC, idx)
+                .partition(partition)
+                .payload(v.as_str());
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if tries < 1000 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    if let Ok(mut sent) = shared.sent.lock() {
+                        sent[idx].outcome = Outcome::Failed {
+                            error: format!("enqueue: {e}"),
+                        };
+                    }
+                    break;
+                }
+            }
+        }
+        seq[partition as usize] += 1;
+        n += 1;
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > Duration::from_secs(1) {
+            next = now; // do not burst after a stall
+        }
+    }
+    progress("producer: flushing");
+    if let Err(e) = p.flush(Duration::from_millis(MESSAGE_TIMEOUT_MS + 5000)) {
+        progress(&format!("producer: flush: {e}"));
+    }
+    shared.partition_mismatch.fetch_add(
+        p.context().partition_mismatch.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    Ok(())
+}
+
+/// The independent consumer, until stopped.
+fn consume(shared: &Shared, bootstrap: &str, partitions: i32) -> Result<()> {
+    let c = consumer(bootstrap, "consumer")?;
+    assign_all(&c, partitions)?;
+    while !shared.stop_observers.load(Ordering::Relaxed) {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let read = Read {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                };
+                if let Ok(mut end) = shared.consumed_end.lock() {
+                    let e = end.entry(read.partition).or_insert(0);
+                    *e = (*e).max(read.offset + 1);
+                }
+                if let Ok(mut r) = shared.reads.lock() {
+                    r.push(read);
+                }
+            }
+            Some(Err(e)) if shared.consumer_errors.fetch_add(1, Ordering::Relaxed) < 20 => {
+                progress(&format!("consumer: {e}"));
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+/// ListOffsets latest of every partition, sent to its leader (with its leader epoch) as
+/// the first answering node's Metadata names it, every `period`, until stopped.
+fn poll_latest(shared: &Shared, addrs: &BTreeMap<i32, String>, partitions: i32, period: Duration) {
+    let mut conns: BTreeMap<i32, Conn> = addrs
+        .iter()
+        .map(|(&id, a)| (id, Conn::new(a, IO_TIMEOUT)))
+        .collect();
+    let mut meta: BTreeMap<i32, Conn> = addrs
+        .iter()
+        .map(|(&id, a)| (id, Conn::new(a, IO_TIMEOUT)))
+        .collect();
+    let mut next = Instant::now();
+    while !shared.stop_observers.load(Ordering::Relaxed) {
+        let view = meta.values_mut().find_map(|c| c.view().ok());
+        if let Some(t) = view.as_ref().and_then(|v| v.topics.get(TOPIC)) {
+            // leader -> [(partition, epoch)]
+            let mut by_leader: BTreeMap<i32, Vec<(i32, i32)>> = BTreeMap::new();
+            for (i, p) in t.partitions.iter().enumerate().take(partitions as usize) {
+                if p.leader >= 0 {
+                    by_leader
+                        .entry(p.leader)
+                        .or_default()
+                        .push((i as i32, p.leader_epoch));
+                }
+            }
+            for (leader, parts) in by_leader {
+                let Some(conn) = conns.get_mut(&leader) else {
+                    continue;
+                };
+                let req = ListOffsetsRequest {
+                    replica_id: -1,
+                    isolation_level: 0,
+                    topics: vec![ListOffsetsTopic {
+                        name: TOPIC.into(),
+                        partitions: parts
+                            .iter()
+                            .map(|&(p, epoch)| ListOffsetsPartition {
+                                partition_index: p,
+                                current_leader_epoch: epoch,
+                                timestamp: -1,
+                                max_num_offsets: 1,
+                            })
+                            .collect(),
+                    }],
+                    timeout_ms: 0,
+                };
+                if let Ok(resp) = conn.call::<_, ListOffsetsResponse>(ApiKey::ListOffsets, 7, &req)
+                {
+                    let at = shared.start.elapsed();
+                    let mut latest = shared.latest.lock().unwrap_or_else(|e| e.into_inner());
+                    for t in resp.topics {
+                        for p in t.partitions {
+                            if p.error_code == 0 && p.offset >= 0 {
+                                latest.push(Latest {
+                                    at,
+                                    partition: p.partition_index,
+                                    node: leader,
+                                    offset: p.offset,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+}
+
+/// Reads every partition from offset 0 up to its high watermark with a fresh consumer.
+/// Returns the records and the high watermarks; errors if the watermarks cannot be
+/// learnt or the read does not reach them within `timeout`.
+#[allow(clippy::type_complexity)]
+fn final_read(
+    bootstrap: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(BTreeMap<i32, Vec<(i64, Vec<u8>)>>, BTreeMap<i32, i64>)> {
+    let c = consumer(bootstrap, "checker")?;
+    let start = Instant::now();
+    let mut high = BTreeMap::new();
+    for p in 0..partitions {
+        loop {
+            match c.fetch_watermarks(TOPIC, p, Duration::from_secs(5)) {
+                Ok((_, h)) => {
+                    high.insert(p, h);
+                    break;
+                }
+                Err(e) if start.elapsed() < timeout => {
+                    progress(&format!("checker: watermarks of partition {p}: {e}"));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => bail!("watermarks of partition {p}: {e}"),
+            }
+        }
+    }
+    assign_all(&c, partitions)?;
+    let mut log: BTreeMap<i32, BTreeMap<i64, Vec<u8>>> = BTreeMap::new();
+    let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    let done = |next: &BTreeMap<i32, i64>| next.iter().all(|(p, n)| *n >= high[p]);
+    let mut conflicts = Vec::new();
+    while !done(&next) {
+        if start.elapsed() > timeout {
+            bail!("the final read did not reach the high watermarks {high:?} within {timeout:?} (reached {next:?})");
+        }
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let (p, o) = (m.partition(), m.offset());
+                let v = m.payload().unwrap_or_default().to_vec();
+                let entry = log.entry(p).or_default();
+                if let Some(old) = entry.get(&o) {
+                    if *old != v {
+                        conflicts.push((p, o));
+                    }
+                } else {
+                    entry.insert(o, v);
+                }
+                let n = next.entry(p).or_insert(0);
+                *n = (*n).max(o + 1);
+            }
+            Some(Err(e)) => progress(&format!("checker: {e}")),
+            None => {}
+        }
+    }
+    if !conflicts.is_empty() {
+        // A refetch of the same offset returned another value within the final read.
+        bail!("the final read saw different values at the same offsets: {conflicts:?}");
+    }
+    let log = (0..partitions)
+        .map(|p| {
+            let recs = log
+                .remove(&p)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(o, _)| *o < high[&p])
+                .collect();
+            (p, recs)
+        })
+        .collect();
+    Ok((log, high))
+}
+
+// ---------------------------------------------------------------------------------
+// The run
+
+fn sluice_has_flag(flag: &str) -> bool {
+    std::process::Command::new(sluice_system_tests::sluice_bin())
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+        .unwrap_or(false)
+}
+
+/// What the kill phase produced besides the shared history.
+#[derive(Default)]
+struct Chaos {
+    kills: Vec<Kill>,
+    /// Harness trouble that does not stop the run (a slow heal), reported.
+    notes: Vec<String>,
+}
+
+/// Picks, kills, pauses, restarts and heals, `args.kills` times (and keeps going until
+/// `--duration-secs`). A failure to restart a node is an error (the run cannot go on).
+fn kill_loop(cluster: &mut Cluster, args: &Args, shared: &Shared, out: &mut Chaos) -> Result<()> {
+    let mut rng = Rng::new(args.seed);
+    let duration = args.duration.unwrap_or_default();
+    let mut k = 0;
+    let sleep = |d: Duration| -> Result<()> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if let Some(why) = shared.aborted() {
+                bail!("aborted: {why}");
+            }
+            std::thread::sleep(
+                Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        Ok(())
+    };
+    while k < args.kills {
+        let jitter = Duration::from_millis(rng.below(args.interval.as_millis() as u64 / 2 + 1));
+        sleep(args.interval + jitter)?;
+        let ctrl = guarded("controller leader", || {
+            cluster
+                .await_controller_leader(Duration::from_secs(15), None)
+                .0
+        })?;
+        let view = any_view(cluster).context("no node answers Metadata")?;
+        let leaders: Vec<i32> = view
+            .topics
+            .get(TOPIC)
+            .map(|t| t.partitions.iter().map(|p| p.leader).collect())
+            .unwrap_or_default();
+        // The last kill hits the controller leader if none did yet (and any may), so
+        // every schedule of two or more kills covers both classes.
+        let no_controller_yet = out.kills.iter().all(|k| !k.controller);
+        let last = k + 1 == args.kills && args.kills >= 2;
+        let want_controller = rng.below(100) < args.controller_percent
+            || (last && no_controller_yet && args.controller_percent > 0);
+        // A partition-leader kill picks a random partition among those the controller
+        // leader does not lead (so both classes get samples), any if it leads all.
+        let others: Vec<i32> = leaders
+            .iter()
+            .copied()
+            .filter(|&l| l >= 0 && l != ctrl && cluster.is_live(l))
+            .collect();
+        let victim = if want_controller {
+            ctrl
+        } else if !others.is_empty() {
+            others[rng.below(others.len() as u64) as usize]
+        } else {
+            let p = rng.below(args.partitions as u64) as usize;
+            match leaders.get(p) {
+                Some(&l) if l >= 0 && cluster.is_live(l) => l,
+                _ => ctrl,
+            }
+        };
+        let led: Vec<i32> = leaders
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l == victim)
+            .map(|(p, _)| p as i32)
+            .collect();
+        let kill = Kill {
+            at: shared.start.elapsed(),
+            node: victim,
+            controller: victim == ctrl,
+            led,
+        };
+        progress(&format!(
+            "kill {}/{}: SIGKILL node {victim} ({}; leads partitions {:?})",
+            k + 1,
+            args.kills,
+            if kill.controller {
+                "the controller leader"
+            } else {
+                "a partition leader"
+            },
+            kill.led
+        ));
+        cluster.kill9(victim);
+        out.kills.push(kill);
+        std::thread::sleep(args.pause);
+        let t = Instant::now();
+        guarded(&format!("restart node {victim}"), || {
+            cluster.restart(victim)
+        })?;
+        progress(&format!(
+            "node {victim} restarted (listening after {:.0} ms)",
+            ms(t.elapsed())
+        ));
+        match await_full_isr(cluster, args.partitions, args.heal_timeout) {
+            Ok(took) => progress(&format!("full ISR again after {:.0} ms", ms(took))),
+            Err(e) => {
+                progress(&format!("after kill {}: {e:#}", k + 1));
+                out.notes.push(format!("after kill {}: {e:#}", k + 1));
+            }
+        }
+        k += 1;
+    }
+    sleep(duration.saturating_sub(shared.start.elapsed()))
+}
+
+fn window_json(w: &Window) -> Value {
+    json!({
+        "at_ms": ms(w.kill.at),
+        "node": w.kill.node,
+        "controller_leader": w.kill.controller,
+        "led_partitions": w.kill.led,
+        "window_ms": w.window.map(ms),
+        "per_partition_ms": w.per_partition.iter()
+            .map(|(p, d)| (p.to_string(), json!(d.map(ms))))
+            .collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// Median/max of the kills of one class, and whether the max meets `target`.
+fn class_summary(ws: &[&Window], target: Duration) -> Value {
+    let measured: Vec<Duration> = ws.iter().filter_map(|w| w.window).collect();
+    let no_partitions = ws.iter().filter(|w| w.kill.led.is_empty()).count();
+    let unrecovered = ws
+        .iter()
+        .filter(|w| !w.kill.led.is_empty() && w.window.is_none())
+        .count();
+    let mm = median_max(&measured);
+    json!({
+        "kills": ws.len(),
+        "measured": measured.len(),
+        "led_no_partition": no_partitions,
+        "never_acked_again": unrecovered,
+        "median_ms": mm.map(|(m, _)| ms(m)),
+        "max_ms": mm.map(|(_, x)| ms(x)),
+        "target_max_ms": ms(target),
+        "target_met": mm.is_some_and(|(_, x)| x <= target) && unrecovered == 0,
+    })
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    println!("chaos: seed {}", args.seed);
+    if !args.idempotence {
+        println!("chaos: WARNING: --no-idempotence: the producer is not idempotent");
+    }
+    // The binary sits in target/<profile>/ beside `sluice`; the harness looks one
+    // directory higher (it is made for test executables in deps/).
+    if std::env::var_os("SLUICE_BIN").is_none() {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.to_path_buf()))
+        {
+            std::env::set_var("SLUICE_BIN", dir.join("sluice"));
+        }
+    }
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            println!("chaos: RUN FAILED: {e:#}");
+            println!("chaos: seed {}", args.seed);
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: &Args) -> Result<i32> {
+    let mut node_args: Vec<String> = [
+        "--default-replication-factor",
+        "3",
+        "--min-insync-replicas",
+        "2",
+    ]
+    .map(String::from)
+    .to_vec();
+    if sluice_has_flag("--replica-lag-time-max-ms") {
+        node_args.extend([
+            "--replica-lag-time-max-ms".into(),
+            args.replica_lag_ms.to_string(),
+        ]);
+    } else {
+        progress("sluice has no --replica-lag-time-max-ms flag; not passing one");
+    }
+    node_args.extend(args.sluice_args.iter().cloned());
+    progress(&format!("starting {} nodes with {node_args:?}", args.nodes));
+    let extra: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let mut cluster = guarded("starting the cluster", || {
+        Cluster::start_with(args.nodes, &extra, |_| Vec::new())
+    })?;
+    create_topic(&cluster, args.partitions)?;
+    await_full_isr(&cluster, args.partitions, Duration::from_secs(60)).context("the new topic")?;
+    progress(&format!(
+        "topic {TOPIC}: {} partitions, replication factor 3, min.insync.replicas 2",
+        args.partitions
+    ));
+    let bootstrap = cluster.bootstrap();
+    let addrs: BTreeMap<i32, String> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| (id, cluster.addr(id).to_string()))
+        .collect();
+
+    let shared = Shared {
+        start: Instant::now(),
+        stop_producer: AtomicBool::new(false),
+        stop_observers: AtomicBool::new(false),
+        sent: Arc::new(Mutex::new(Vec::new())),
+        reads: Mutex::new(Vec::new()),
+        latest: Mutex::new(Vec::new()),
+        producer_restarts: AtomicU64::new(0),
+        partition_mismatch: AtomicU64::new(0),
+        consumer_errors: AtomicU64::new(0),
+        consumed_end: Mutex::new(BTreeMap::new()),
+        abort: Mutex::new(None),
+    };
+    let mut chaos = Chaos::default();
+    let (kill_result, heal, final_result) = std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            produce(
+                &shared,
+                &bootstrap,
+                args.partitions,
+                args.rate,
+                args.idempotence,
+            )
+        });
+        let consumer = s.spawn(|| consume(&shared, &bootstrap, args.partitions));
+        let poller = s.spawn(|| poll_latest(&shared, &addrs, args.partitions, args.latest_poll));
+        let stop_all = |shared: &Shared| {
+            shared.stop_producer.store(true, Ordering::Relaxed);
+            shared.stop_observers.store(true, Ordering::Relaxed);
+        };
+
+        // No panic may leave this scope before the threads are told to stop (the
+        // scope would wait for them forever): the harness's panics become errors.
+        let kill_result = guarded("kill phase", || {
+            kill_loop(&mut cluster, args, &shared, &mut chaos)
+        })
+        .and_then(|r| r);
+        if let Err(e) = &kill_result {
+            progress(&format!("kill phase failed: {e:#}"));
+        }
+        // Heal: every node up, full ISRs.
+        let heal = guarded("heal", || -> Result<()> {
+            for id in cluster.ids() {
+                if !cluster.is_live(id) {
+                    guarded(&format!("restart node {id}"), || cluster.restart(id))?;
+                }
+            }
+            let took = await_full_isr(&cluster, args.partitions, Duration::from_secs(60))?;
+            progress(&format!("healed: full ISR after {:.0} ms", ms(took)));
+            Ok(())
+        })
+        .and_then(|r| r);
+        // A few more seconds of traffic on the healed cluster, then stop producing.
+        std::thread::sleep(Duration::from_secs(2));
+        shared.stop_producer.store(true, Ordering::Relaxed);
+        let produced = producer.join();
+        progress("producer stopped");
+        // Final read, then let the run consumer catch up to the same watermarks.
+        let final_result = final_read(&bootstrap, args.partitions, Duration::from_secs(60));
+        if let Ok((_, high)) = &final_result {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let end = shared
+                    .consumed_end
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_default();
+                if high
+                    .iter()
+                    .all(|(p, h)| *h == 0 || end.get(p).is_some_and(|e| e >= h))
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        stop_all(&shared);
+        let _ = consumer.join();
+        let _ = poller.join();
+        let kill_result = match produced {
+            Ok(Ok(())) => kill_result,
+            Ok(Err(e)) => kill_result.and(Err(e.context("producer"))),
+            Err(_) => kill_result.and(Err(anyhow::anyhow!("producer thread panicked"))),
+        };
+        (kill_result, heal, final_result)
+    });
+    drop(cluster); // SIGKILLs every node
+
+    let sent = shared.sent.lock().map(|s| s.clone()).unwrap_or_default();
+    let reads = shared.reads.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut latest = shared.latest.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut failures: Vec<String> = Vec::new();
+    if let Err(e) = &kill_result {
+        failures.push(format!("kill phase: {e:#}"));
+    }
+    if let Err(e) = &heal {
+        failures.push(format!("heal: {e:#}"));
+    }
+    let (final_log, high) = match final_result {
+        Ok(x) => x,
+        Err(e) => {
+            failures.push(format!("final read: {e:#}"));
+            (BTreeMap::new(), BTreeMap::new())
+        }
+    };
+    // The final high watermarks count as the last `latest` observations.
+    let end = shared.start.elapsed();
+    for (&p, &h) in &high {
+        latest.push(Latest {
+            at: end,
+            partition: p,
+            node: -1,
+            offset: h,
+        });
+    }
+    let history = History {
+        partitions: args.partitions,
+        sent,
+        reads,
+        final_log,
+        latest,
+    };
+    // Without the final log the loss and phantom checks mean nothing: skip them.
+    let report = if failures.iter().any(|f| f.starts_with("final read")) {
+        None
+    } else {
+        Some(check(&history))
+    };
+    let ws = windows(&chaos.kills, &history.sent);
+    let leader_kills: Vec<&Window> = ws.iter().filter(|w| !w.kill.controller).collect();
+    let ctrl_kills: Vec<&Window> = ws.iter().filter(|w| w.kill.controller).collect();
+    let leader_summary = class_summary(&leader_kills, TARGET_LEADER_KILL);
+    let ctrl_summary = class_summary(&ctrl_kills, TARGET_CONTROLLER_KILL);
+
+    // Report.
+    if let Some(r) = &report {
+        for v in r.violations.iter().take(200) {
+            println!("chaos: {v}");
+        }
+        if r.violations.len() > 200 {
+            println!(
+                "chaos: ... and {} more violations",
+                r.violations.len() - 200
+            );
+        }
+    }
+    for w in &ws {
+        println!(
+            "chaos: kill at {:.1} s of node {} ({}), led {:?}: unavailable {}",
+            w.kill.at.as_secs_f64(),
+            w.kill.node,
+            if w.kill.controller {
+                "controller leader"
+            } else {
+                "partition leader"
+            },
+            w.kill.led,
+            match w.window {
+                Some(d) => format!("{:.0} ms", ms(d)),
+                None if w.kill.led.is_empty() => "n/a (led no partition)".into(),
+                None => "until the end (no later ack)".into(),
+            }
+        );
+    }
+    let fmt_class = |name: &str, v: &Value| {
+        format!(
+            "chaos: {name}: {} kills, median {} ms, max {} ms (target max {} ms: {})",
+            v["kills"],
+            v["median_ms"],
+            v["max_ms"],
+            v["target_max_ms"],
+            if v["target_met"].as_bool() == Some(true) {
+                "met"
+            } else if v["kills"].as_u64() == Some(0) {
+                "no sample"
+            } else {
+                "MISSED"
+            }
+        )
+    };
+    println!("{}", fmt_class("partition-leader kills", &leader_summary));
+    println!("{}", fmt_class("controller-leader kills", &ctrl_summary));
+    if let Some(r) = &report {
+        println!(
+            "chaos: sent {}, acked {}, failed {}, pending {}, unacked present {}, final records {}, consumer reads {}, latest observations {}",
+            r.sent, r.acked, r.failed, r.pending, r.unacked_present, r.final_records, r.consumer_reads, r.latest_observations
+        );
+        println!(
+            "chaos: lost {}, duplicated {}, ack-offset mismatches {}, out-of-order {}, phantom {}, divergent reads {}, latest decreases {}",
+            r.count("lost"),
+            r.count("duplicated"),
+            r.count("ack_offset_mismatch"),
+            r.count("out_of_order"),
+            r.count("phantom"),
+            r.count("divergent"),
+            r.count("latest_decreased")
+        );
+    }
+    println!(
+        "chaos: producer restarts (fatal errors) {}, delivery partition mismatches {}, consumer errors {}",
+        shared.producer_restarts.load(Ordering::Relaxed),
+        shared.partition_mismatch.load(Ordering::Relaxed),
+        shared.consumer_errors.load(Ordering::Relaxed)
+    );
+    for n in &chaos.notes {
+        println!("chaos: note: {n}");
+    }
+    for f in &failures {
+        println!("chaos: RUN FAILURE: {f}");
+    }
+    let violations = report.as_ref().map_or(0, |r| r.violations.len());
+    let code = if violations > 0 {
+        1
+    } else if !failures.is_empty() {
+        2
+    } else {
+        0
+    };
+    println!(
+        "chaos: {} (seed {})",
+        match code {
+            0 => "PASS: no violations".to_string(),
+            1 => format!("FAIL: {violations} violations"),
+            _ => "INCOMPLETE: the run could not finish".to_string(),
+        },
+        args.seed
+    );
+
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "seed": args.seed,
+            "nodes": args.nodes,
+            "kills_requested": args.kills,
+            "partitions": args.partitions,
+            "rate": args.rate,
+            "interval_ms": args.interval.as_millis() as u64,
+            "pause_ms": args.pause.as_millis() as u64,
+            "duration_secs": args.duration.map(|d| d.as_secs()),
+            "controller_percent": args.controller_percent,
+            "idempotence": args.idempotence,
+            "node_args": node_args,
+            "run_seconds": (end.as_secs_f64() * 10.0).round() / 10.0,
+            "counts": report.as_ref().map(|r| json!({
+                "sent": r.sent, "acked": r.acked, "failed": r.failed, "pending": r.pending,
+                "unacked_present": r.unacked_present, "final_records": r.final_records,
+                "consumer_reads": r.consumer_reads, "latest_observations": r.latest_observations,
+                "lost": r.count("lost"), "duplicated": r.count("duplicated"),
+                "ack_offset_mismatch": r.count("ack_offset_mismatch"),
+                "out_of_order": r.count("out_of_order"), "phantom": r.count("phantom"),
+                "divergent": r.count("divergent"), "latest_decreased": r.count("latest_decreased"),
+            })),
+            "violations": report.as_ref().map(|r| r.violations.iter().take(1000).map(|v| v.to_string()).collect::<Vec<_>>()),
+            "high_watermarks": high.iter().map(|(p, h)| (p.to_string(), json!(h))).collect::<serde_json::Map<_, _>>(),
+            "kills": ws.iter().map(window_json).collect::<Vec<_>>(),
+            "unavailability": {
+                "partition_leader_kills": leader_summary,
+                "controller_leader_kills": ctrl_summary,
+            },
+            "producer_restarts": shared.producer_restarts.load(Ordering::Relaxed),
+            "consumer_errors": shared.consumer_errors.load(Ordering::Relaxed),
+            "notes": chaos.notes,
+            "failures": failures,
+            "exit_code": code,
+        });
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("chaos: figures in {}", path.display());
+    }
+    Ok(code)
+}
