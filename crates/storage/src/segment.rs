@@ -17,7 +17,7 @@ use sluice_protocol::records::{BatchIter, RecordBatchHeader, HEADER_SIZE};
 
 use crate::batches::BatchInfo;
 use crate::error::{IoContext, StorageError};
-use crate::fileio::{cleaned_file, read_full_at, segment_file};
+use crate::fileio::{cleaned_file, read_full_at, read_new_at, segment_file};
 use crate::index::{offset_entries_valid, Loaded, OffsetEntry, OffsetIndex};
 use crate::locks;
 use crate::record_scan;
@@ -645,10 +645,10 @@ impl Segment {
             want = want.max(HEADER_SIZE as u64);
         }
         let want = want.min(avail) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let got = read_full_at(&self.file, &mut buf, start)
-            .ctx(|| format!("read {}", self.log_path.display()))?;
-        buf.truncate(got);
+        let mut buf = BytesMut::from(bytes::Bytes::from(
+            read_new_at(&self.file, want, start)
+                .ctx(|| format!("read {}", self.log_path.display()))?,
+        ));
         if take_first {
             if let Ok(h) = RecordBatchHeader::parse(&buf) {
                 let first = (h.total_size() as u64).min(avail) as usize;
