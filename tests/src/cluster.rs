@@ -35,7 +35,7 @@ const TIMEOUTS: &[&str] = &[
     "--broker-heartbeat-interval-ms",
     "200",
     "--broker-heartbeat-loss-grace-ms",
-    "500",
+    "200",
 ];
 
 /// Ports that were free a moment ago: each bound to port 0, all held until every one

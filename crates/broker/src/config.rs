@@ -135,7 +135,7 @@ impl Default for ClusterConfig {
             cluster_id: None,
             session_timeout_ms: 9_000,
             heartbeat_interval_ms: 500,
-            heartbeat_loss_grace_ms: 500,
+            heartbeat_loss_grace_ms: sluice_controller::heartbeat::DEFAULT_LOSS_GRACE_MS,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             raft_heartbeat_interval_ms: 60,

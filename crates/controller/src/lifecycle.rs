@@ -38,7 +38,7 @@ impl Default for LifecycleConfig {
     fn default() -> Self {
         Self {
             heartbeat: HeartbeatConfig::default(),
-            tick_interval: Duration::from_millis(100),
+            tick_interval: Duration::from_millis(25),
             rebalance: RebalanceConfig::default(),
         }
     }

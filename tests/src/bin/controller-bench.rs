@@ -24,7 +24,7 @@
 //! The harness starts nodes with short broker timeouts; before the first round the
 //! driver kills every node and starts them again with the product defaults
 //! (`--broker-session-timeout-ms 9000 --broker-heartbeat-interval-ms 500
-//! --broker-heartbeat-loss-grace-ms 500`, overridable), recorded in the output.
+//! --broker-heartbeat-loss-grace-ms 200`, overridable), recorded in the output.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A CLI tool: reports on stdio.
 
@@ -71,7 +71,7 @@ fn parse() -> Result<Args> {
         poll: Duration::from_millis(10),
         session_timeout_ms: "9000".into(),
         heartbeat_interval_ms: "500".into(),
-        loss_grace_ms: "500".into(),
+        loss_grace_ms: "200".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

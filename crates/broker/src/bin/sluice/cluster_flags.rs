@@ -40,7 +40,7 @@ pub struct ClusterFlags {
     #[arg(
         long,
         env = "SLUICE_BROKER_HEARTBEAT_LOSS_GRACE_MS",
-        default_value_t = 500
+        default_value_t = sluice_controller::heartbeat::DEFAULT_LOSS_GRACE_MS
     )]
     pub broker_heartbeat_loss_grace_ms: u64,
     /// Raft election timeout, lower bound (ms).
