@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
+use sluice_protocol::records::RecordBatchBuilder;
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::wire::{self, batch_at, fetch_at, list_offset, now_ms};
 use sluice_system_tests::Sluice;
@@ -101,4 +102,49 @@ fn retention_ms_expires_old_records_even_in_the_active_segment() {
         wire::records(&fresh.records.unwrap_or_default())[0].offset,
         20
     );
+}
+
+/// `--producer-id-expiration-ms` reaches storage: the background pass forgets an idle
+/// producer, so the same batch sent again is a new append rather than a duplicate
+/// answered with its first offset.
+#[test]
+fn an_idle_producer_expires_after_producer_id_expiration_ms() {
+    let node = Sluice::start(&[
+        "--log-retention-check-interval-ms",
+        "100",
+        "--producer-id-expiration-ms",
+        "500",
+    ]);
+    let mut c = RawClient::connect(&node.addr);
+    assert_eq!(wire::create_topic(&mut c, "expiring", 1, &[]).error_code, 0);
+    let batch = || {
+        let mut b = RecordBatchBuilder::new()
+            .compression(Compression::None)
+            .producer(4242, 0, 0);
+        b.push(now_ms(), None, Some(b"once"), &[]).unwrap();
+        b.build().unwrap()
+    };
+    let first = wire::produce_v(&mut c, 9, "expiring", 0, batch());
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    let retry = wire::produce_v(&mut c, 9, "expiring", 0, batch());
+    assert_eq!(
+        (retry.error_code, retry.base_offset),
+        (0, 0),
+        "a retry within the expiration is the original append"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let again = wire::produce_v(&mut c, 9, "expiring", 0, batch());
+        assert_eq!(again.error_code, 0, "{:?}", again.error_message);
+        if again.base_offset == 1 {
+            break; // forgotten: appended as new, right after the first
+        }
+        assert_eq!(again.base_offset, 0, "still a duplicate until it expires");
+        assert!(
+            Instant::now() < deadline,
+            "the producer never expired (500 ms expiration, 100 ms checks)"
+        );
+    }
+    assert_eq!(list_offset(&mut c, 7, "expiring", 0, LATEST).offset, 2);
 }

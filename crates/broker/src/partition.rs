@@ -28,6 +28,7 @@ pub fn log_config(cfg: &TopicConfig) -> LogConfig {
     lc.min_compaction_lag_ms = cfg.min_compaction_lag_ms;
     lc.max_compaction_lag_ms = cfg.max_compaction_lag_ms;
     lc.min_cleanable_dirty_ratio = cfg.min_cleanable_dirty_ratio;
+    lc.producer_id_expiration_ms = cfg.producer_id_expiration_ms;
     lc
 }
 

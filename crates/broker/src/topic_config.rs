@@ -180,6 +180,9 @@ pub enum ConfigSource {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerLogDefaults {
     pub values: BTreeMap<String, String>,
+    /// `producer.id.expiration.ms`, a broker setting with no topic-level counterpart;
+    /// `None` is Kafka's default (one day).
+    pub producer_id_expiration_ms: Option<i64>,
 }
 
 impl BrokerLogDefaults {
@@ -252,6 +255,9 @@ impl BrokerLogDefaults {
             min_compaction_lag_ms: self.long("min.compaction.lag.ms", overrides),
             max_compaction_lag_ms: self.long("max.compaction.lag.ms", overrides),
             min_cleanable_dirty_ratio: self.double("min.cleanable.dirty.ratio", overrides),
+            producer_id_expiration_ms: self
+                .producer_id_expiration_ms
+                .unwrap_or(sluice_storage::LogConfig::default().producer_id_expiration_ms),
         }
     }
 }
@@ -280,6 +286,9 @@ pub struct TopicConfig {
     pub min_compaction_lag_ms: i64,
     pub max_compaction_lag_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// The broker's `producer.id.expiration.ms` (not a topic config; carried here so a
+    /// partition's storage config comes from one place).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl TopicConfig {
