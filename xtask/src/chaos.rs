@@ -18,18 +18,6 @@ use anyhow::{Context, Result};
 use crate::util::{cargo, run as run_cmd};
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        run_cmd(cargo(root).args([
-            "build",
-            "--release",
-            "-p",
-            "sluice-system-tests",
-            "--bin",
-            "chaos",
-        ]))?;
-        run_cmd(Command::new(root.join("target/release/chaos")).arg("--help"))?;
-        return Ok(());
-    }
     run_cmd(cargo(root).args([
         "build",
         "--release",
@@ -38,6 +26,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "--bin",
         "chaos",
     ]))?;
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        run_cmd(Command::new(root.join("target/release/chaos")).arg("--help"))?;
+        return Ok(());
+    }
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;
     let out = root.join("target/chaos");
     std::fs::create_dir_all(&out)?;
