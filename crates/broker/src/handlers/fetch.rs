@@ -178,10 +178,7 @@ fn read_all(
                 (_, Ok(p)) => {
                     // KIP-74: the first partition with data may exceed the limits by
                     // one whole batch so that a large batch can never wedge a consumer.
-                    let budget = max_bytes.saturating_sub(total);
-                    let limit = budget
-                        .min(usize::try_from(fp.partition_max_bytes).unwrap_or(0))
-                        .min(MAX_READ_PER_PARTITION);
+                    let limit = partition_limit(fp, max_bytes, total);
                     let hw = p.high_watermark();
                     read_partition(p, fp, limit, total == 0, read_committed, hw)
                 }
@@ -193,17 +190,35 @@ fn read_all(
             total += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
-        out.push(FetchableTopicResponse {
-            topic: if use_ids {
-                String::new()
-            } else {
-                w.name.clone()
-            },
-            topic_id: if use_ids { w.id } else { Uuid::ZERO },
-            partitions,
-        });
+        out.push(topic_response(w, use_ids, partitions));
     }
     (out, total, errors, limited)
+}
+
+/// Bytes one partition may return: what the response has left of `max_bytes` after
+/// `total`, within the partition's own limit and the per-read cap.
+pub(super) fn partition_limit(fp: &FetchPartition, max_bytes: usize, total: usize) -> usize {
+    max_bytes
+        .saturating_sub(total)
+        .min(usize::try_from(fp.partition_max_bytes).unwrap_or(0))
+        .min(MAX_READ_PER_PARTITION)
+}
+
+/// One topic's answer, named by ID (v13+) or by name as the request named it.
+pub(super) fn topic_response(
+    w: &Wanted,
+    use_ids: bool,
+    partitions: Vec<PartitionData>,
+) -> FetchableTopicResponse {
+    FetchableTopicResponse {
+        topic: if use_ids {
+            String::new()
+        } else {
+            w.name.clone()
+        },
+        topic_id: if use_ids { w.id } else { Uuid::ZERO },
+        partitions,
+    }
 }
 
 /// True when the records returned end before the high watermark: a limit, not the end

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::select_all;
-use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::fetch_response::FetchableTopicResponse;
 use sluice_replication::AckError;
@@ -15,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::fetch::{
-    check_leader_epoch, error_partition, read_partition, Wanted, MAX_READ_PER_PARTITION,
+    check_leader_epoch, error_partition, partition_limit, read_partition, topic_response, Wanted,
 };
 use crate::broker::{now_ms, Broker};
 use crate::topics::Topic;
@@ -123,10 +122,7 @@ fn read_all(
             let data = match (refusal, part) {
                 (Some(code), _) | (None, Err(code)) => error_partition(fp.partition, code),
                 (None, Ok(p)) => {
-                    let budget = max_bytes.saturating_sub(total);
-                    let limit = budget
-                        .min(usize::try_from(fp.partition_max_bytes).unwrap_or(0))
-                        .min(MAX_READ_PER_PARTITION);
+                    let limit = partition_limit(fp, max_bytes, total);
                     let leo = p.log.log_end_offset();
                     read_partition(p, fp, limit, total == 0, false, leo)
                 }
@@ -137,15 +133,7 @@ fn read_all(
             total += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
-        out.push(FetchableTopicResponse {
-            topic: if use_ids {
-                String::new()
-            } else {
-                w.name.clone()
-            },
-            topic_id: if use_ids { w.id } else { Uuid::ZERO },
-            partitions,
-        });
+        out.push(topic_response(w, use_ids, partitions));
     }
     (out, total, errors)
 }
