@@ -1,7 +1,8 @@
 //! Partition leadership across real `sluice` processes: automatic preferred-leader
 //! rebalancing (`auto.leader.rebalance.enable`) after a broker comes back, and on-demand
 //! elections with ElectLeaders, with DescribeTopicPartitions showing an under-replicated
-//! partition while a follower is down.
+//! partition while a follower is down; and Metadata no longer naming a leader whose
+//! process a survivor's replica fetcher found gone.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use sluice_protocol::messages::{
     ElectLeadersResponse,
 };
 use sluice_system_tests::cluster::{Cluster, PartitionView, View};
-use sluice_system_tests::wire;
+use sluice_system_tests::{wait_for, wire};
 
 const CONVERGE: Duration = Duration::from_secs(20);
 /// Bound on a restarted follower rejoining the ISR and then leading again.
@@ -301,8 +302,9 @@ fn elect_leaders_and_describe_topic_partitions() {
 
     // A partition whose only replica is down has no leader: no election can help.
     c.kill9(3);
-    c.converged(CONVERGE, "solo-0 without a leader", |v| {
-        partition(v, "solo", 0).is_some_and(|p| p.leader == -1)
+    // Offline (fenced in the image), not only hidden by the survivors' fetchers.
+    c.converged(CONVERGE, "solo-0 without a leader, node 3 fenced", |v| {
+        partition(v, "solo", 0).is_some_and(|p| p.leader == -1 && p.offline.contains(&3))
     });
     let (_, results) = elect(&c, 1, 2, 1, Some(&[("solo", 0), ("elect", 1)]));
     assert_eq!(
@@ -334,4 +336,70 @@ fn elect_leaders_and_describe_topic_partitions() {
     assert_eq!(p.leader_id, -1, "{p:?}");
     assert_eq!(p.error_code, code(ErrorCode::LeaderNotAvailable), "{p:?}");
     assert_eq!(p.offline_replicas, [3], "{p:?}");
+}
+
+/// A survivor whose replica fetchers find a leader's process gone (connections closed,
+/// then refused) answers LEADER_NOT_AVAILABLE for its partitions at once, before any
+/// controller has moved them, and names it again after the bound if none does. Two of
+/// three nodes die here, so the quorum is lost and nothing is ever fenced: what the
+/// survivor answers comes from its fetchers' evidence alone.
+#[test]
+fn a_survivor_stops_naming_leaders_its_fetchers_found_gone() {
+    let mut c = Cluster::start(3, &[]);
+    create_assigned(&c, 1, "gone", ASSIGNMENT);
+    c.converged(CONVERGE, "preferred leaders with full ISRs", |v| {
+        preferred_and_full(v, "gone")
+    });
+    let controller = c.controller_leader();
+    let survivor = c.ids().into_iter().find(|&id| id != controller).unwrap();
+    let dead: Vec<i32> = c.ids().into_iter().filter(|&id| id != survivor).collect();
+    let leaders_seen = |c: &Cluster| -> Vec<i32> {
+        c.view(survivor)
+            .ok()
+            .and_then(|v| v.topics.get("gone").map(|t| t.partitions.clone()))
+            .map(|ps| ps.iter().map(|p| p.leader).collect())
+            .unwrap_or_default()
+    };
+    let preferred: Vec<i32> = ASSIGNMENT.iter().map(|r| r[0]).collect();
+    assert_eq!(leaders_seen(&c), preferred);
+
+    let killed = Instant::now();
+    for &id in &dead {
+        c.kill9(id);
+    }
+    let hidden: Vec<i32> = preferred
+        .iter()
+        .map(|&l| if l == survivor { l } else { -1 })
+        .collect();
+    wait_for(
+        Duration::from_secs(2),
+        "the survivor to stop naming the dead leaders",
+        || leaders_seen(&c) == hidden,
+    );
+    let hidden_after = killed.elapsed();
+    let m = c.metadata(survivor);
+    let topic = m.topics.iter().find(|t| t.name.as_deref() == Some("gone"));
+    for p in &topic.expect("topic gone").partitions {
+        let expected = if p.leader_id < 0 {
+            ErrorCode::LeaderNotAvailable
+        } else {
+            ErrorCode::None
+        };
+        assert_eq!(p.error_code, code(expected), "{p:?}");
+        assert_eq!(p.leader_epoch, 0, "the epoch stays the image's: {p:?}");
+    }
+
+    // No controller moves them; after the bound (3 s from the loss) the survivor
+    // answers from its image again, as Kafka would.
+    wait_for(
+        Duration::from_secs(10),
+        "the survivor to name the image's leaders again",
+        || leaders_seen(&c) == preferred,
+    );
+    let named_again = killed.elapsed();
+    println!("leaders hidden after {hidden_after:?}, named again after {named_again:?}");
+    assert!(
+        named_again >= Duration::from_secs(3),
+        "hidden for the whole bound: {named_again:?}"
+    );
 }

@@ -12,9 +12,10 @@
 //! consume, and the steady-rate latency phase. `--null-sink` stops after the ceiling.
 //! `--cluster N` (N = 3 for issue 5's figure) then starts N `sluice` nodes on 127.0.0.1
 //! (one metadata quorum, `--default-replication-factor 3 --min-insync-replicas 2`),
-//! and runs the same phases with replication-factor-3 topics and the steady phase at
-//! acks=all, so replicated and single-node figures come from one invocation on one
-//! machine; its results go to `bench-cluster.{json,svg,txt}`.
+//! and runs the same phases, acks=all first, with replication-factor-3 topics and the
+//! steady phase at acks=all, so replicated and single-node figures come from one
+//! invocation on one machine; its results go to `bench-cluster.{json,svg,txt}`. The
+//! single node's data is kept until the cluster is done (see `RemovedOnDrop`'s use).
 //!
 //! The machine has two cores shared with whatever else runs, so every phase also
 //! records the machine's busy CPU time that was neither broker nor driver
@@ -172,6 +173,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let ceiling_phase = ceiling["phases"].get(0).cloned().unwrap_or(Value::Null);
 
     let mut broker = Value::Null;
+    // Kept until the cluster phases are done: deleting it would free its page-cache
+    // pages, which this VM hands back to the host, and the cluster would then pay the
+    // fresh-memory cost the fill is there to take out.
+    let mut single_node_data = None;
     if !opts.null_sink_only {
         eprintln!("xtask bench: sluice broker");
         // A fresh data dir on this disk (target/ lives on /work), not on tmpfs, so
@@ -199,9 +204,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             server.stop()?;
             Ok(r)
         })();
-        if let Err(e) = std::fs::remove_dir_all(&data_dir) {
-            eprintln!("xtask bench: could not remove {}: {e}", data_dir.display());
-        }
+        single_node_data = Some(RemovedOnDrop(data_dir));
         broker = result?;
     }
     let mut cluster = Value::Null;
@@ -258,6 +261,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(opts.out.join(format!("{stem}.txt")), &table)?;
     println!("wrote {} and {}", json_path.display(), svg_path.display());
     // Held until here: every phase ran with the page cache full.
+    drop(single_node_data);
     drop(fill);
     Ok(())
 }
@@ -332,7 +336,9 @@ fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
             opts,
             &bootstrap,
             &pids,
-            "produce-acks1,produce-acksall,consume,latency",
+            // acks=all first: it is the phase the replication target compares, so it
+            // runs while the fill still covers what the run has written.
+            "produce-acksall,produce-acks1,consume,latency",
             &["--replication-factor", &rf, "--latency-acks", "all"],
         );
         // All at once, as `cargo xtask cluster down` does: one at a time, the last
@@ -643,6 +649,17 @@ pub(crate) fn loadavg() -> String {
 struct PageCacheFill {
     path: PathBuf,
     report: Value,
+}
+
+/// A directory removed when dropped, error or not.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("xtask bench: could not remove {}: {e}", self.0.display());
+        }
+    }
 }
 
 impl Drop for PageCacheFill {

@@ -136,8 +136,10 @@ fn nextest(root: &Path) -> Result<(usize, usize)> {
     Ok((passed, failed))
 }
 
-/// Sums "N passed" / "N failed" over the runner's summary lines (nextest prints one
-/// `Summary ... N tests run: N passed, ...` line; cargo test one `test result:` per binary).
+/// Sums "N passed" / "N failed" over the runner's summary lines: nextest prints one
+/// `Summary ... N tests run: N passed, ...` line, cargo test one `test result:` per binary.
+/// Under nextest only its `Summary` counts, because the output it replays for a failed
+/// test holds that test binary's own `test result:` line.
 fn count_results(text: &str) -> (usize, usize) {
     let grab = |line: &str, word: &str| -> usize {
         line.split([',', ';', ':'])
@@ -149,11 +151,13 @@ fn count_results(text: &str) -> (usize, usize) {
             })
             .unwrap_or(0)
     };
+    let nextest = text.lines().any(|l| l.trim().starts_with("Summary"));
+    let summary = if nextest { "Summary" } else { "test result:" };
     let mut passed = 0;
     let mut failed = 0;
     for line in text.lines() {
         let l = line.trim();
-        if l.starts_with("Summary") || l.starts_with("test result:") {
+        if l.starts_with(summary) {
             passed += grab(l, "passed");
             failed += grab(l, "failed");
         }
@@ -171,5 +175,9 @@ mod tests {
         assert_eq!(count_results(nextest), (118, 2));
         let cargo = "test result: ok. 5 passed; 0 failed; 0 ignored\ntest result: FAILED. 3 passed; 1 failed;";
         assert_eq!(count_results(cargo), (8, 1));
+        // A failed test's replayed output, then nextest's summary: the test counts once.
+        let replayed = "    test result: FAILED. 0 passed; 1 failed; 0 ignored\n\
+            \x20    Summary [  96.789s] 424 tests run: 423 passed, 1 failed, 2 skipped";
+        assert_eq!(count_results(replayed), (423, 1));
     }
 }

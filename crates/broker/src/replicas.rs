@@ -124,6 +124,17 @@ impl ReplicaService {
         }
     }
 
+    /// Whether this broker's replica fetcher found `leader`'s process gone (its
+    /// connection reset, closed or refused, and not re-made) less than `within` ago.
+    /// Evidence for Metadata, which answers as Kafka does for a leader that is not
+    /// alive; `within` bounds how long the evidence outlives a controller that keeps
+    /// the leader in place.
+    pub fn leader_seen_gone(&self, leader: i32, within: Duration) -> bool {
+        self.fetchers
+            .leader_lost_since(leader)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     pub fn followed_partitions(&self) -> usize {
         self.fetchers.partition_count()
     }

@@ -94,7 +94,8 @@ impl Controller {
         let metadata = state_machine.reader();
         let network =
             NetworkFactory::new(config.node_id, config.connect_timeout, config.rpc_timeout)
-                .with_link_filter(config.link_filter.clone());
+                .with_link_filter(config.link_filter.clone())
+                .with_retry_interval(Duration::from_millis(raft_config.heartbeat_interval));
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),

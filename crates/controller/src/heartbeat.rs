@@ -9,7 +9,9 @@
 //!   (e.g. half of it) fences nobody;
 //! - a broken heartbeat connection ([`BrokerHeartbeatManager::connection_lost`]) fences
 //!   after `loss_grace` unless a heartbeat arrives first, so a crashed process is fenced
-//!   fast while a transient reconnect is not;
+//!   fast while a transient reconnect is not; if the caller then confirms the broker
+//!   down ([`BrokerHeartbeatManager::confirmed_down`]: every endpoint refused a
+//!   connection, so the process is gone), it is fenced without waiting out the grace;
 //! - becoming active starts every session at `now`: a leader change alone fences nobody,
 //!   since the heartbeats of the old term went to the old controller. The exception is the
 //!   previous active controller when it was itself a broker: it is treated as having lost
@@ -22,10 +24,8 @@ use std::collections::BTreeMap;
 pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 9000;
 /// Default `broker.heartbeat.loss.grace.ms` (a Sluice setting): long enough for a live
 /// broker to reconnect after its stream dropped (it does so at once, in milliseconds),
-/// short enough that clients learn of a crashed leader's successor at their next
-/// metadata refresh: librdkafka re-queries leaders of a down broker once a second, so
-/// every 100 ms cut here moves the unavailability after a kill by about as much (the
-/// chaos tool measured a partition-leader kill median of 1.7 s at 500 ms, 1.3 s at 150).
+/// short enough that a crashed broker the lifecycle's probe cannot confirm down (its host
+/// unreachable rather than refusing) is fenced well before its session would lapse.
 pub const DEFAULT_LOSS_GRACE_MS: u64 = 200;
 
 /// Session timing.
@@ -102,8 +102,8 @@ struct Session {
     caught_up_offset: u64,
     last_contact_ms: u64,
     /// When the transport reported the heartbeat connection broken, if no heartbeat came
-    /// since.
-    lost_at_ms: Option<u64>,
+    /// since, and whether the broker was then confirmed down.
+    lost: Option<Loss>,
     /// As committed (or as the caller reported after committing).
     fenced: bool,
     shutting_down: bool,
@@ -111,6 +111,23 @@ struct Session {
     /// of the active controller's own broker from before this controller became active
     /// (combined mode), which can only be an earlier process of this very node.
     replaceable: bool,
+}
+
+/// A broken heartbeat connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loss {
+    at_ms: u64,
+    /// Nothing listens on the broker's endpoints: no grace is due.
+    confirmed_down: bool,
+}
+
+impl Loss {
+    fn at(at_ms: u64) -> Self {
+        Self {
+            at_ms,
+            confirmed_down: false,
+        }
+    }
 }
 
 /// Broker sessions as the active controller tracks them.
@@ -156,7 +173,7 @@ impl BrokerHeartbeatManager {
                     incarnation: None,
                     caught_up_offset,
                     last_contact_ms: now,
-                    lost_at_ms: None,
+                    lost: None,
                     fenced,
                     shutting_down: false,
                     replaceable: Some(id) == own,
@@ -166,7 +183,7 @@ impl BrokerHeartbeatManager {
             .collect();
         if let Some(session) = previous_leader.and_then(|id| self.sessions.get_mut(&id)) {
             // Its heartbeats went to itself as controller: none may ever reach us.
-            session.lost_at_ms = Some(now);
+            session.lost = Some(Loss::at(now));
         }
     }
 
@@ -210,7 +227,7 @@ impl BrokerHeartbeatManager {
                 incarnation: Some(incarnation),
                 caught_up_offset: offset,
                 last_contact_ms: now,
-                lost_at_ms: None,
+                lost: None,
                 fenced: true,
                 shutting_down: false,
                 replaceable: false,
@@ -236,7 +253,7 @@ impl BrokerHeartbeatManager {
             });
         }
         session.last_contact_ms = session.last_contact_ms.max(now);
-        session.lost_at_ms = None;
+        session.lost = None;
         if heartbeat.want_shutdown {
             session.shutting_down = true;
         }
@@ -259,8 +276,24 @@ impl BrokerHeartbeatManager {
     pub fn connection_lost(&mut self, broker: i32, now: u64) {
         if let Some(session) = self.sessions.get_mut(&broker) {
             // A heartbeat that raced ahead of the report (a reconnect) wins.
-            if session.last_contact_ms <= now && session.lost_at_ms.is_none() {
-                session.lost_at_ms = Some(now);
+            if session.last_contact_ms <= now && session.lost.is_none() {
+                session.lost = Some(Loss::at(now));
+            }
+        }
+    }
+
+    /// When `broker`'s heartbeat connection was reported lost, if no heartbeat came since.
+    pub fn lost_at(&self, broker: i32) -> Option<u64> {
+        self.sessions.get(&broker)?.lost.map(|l| l.at_ms)
+    }
+
+    /// The broker whose connection was lost at `lost_at` is known to be down (nothing
+    /// listens on its endpoints): it is due for fencing at once rather than after the
+    /// grace. A heartbeat since the loss (which clears it) wins, as does a later loss.
+    pub fn confirmed_down(&mut self, broker: i32, lost_at: u64) {
+        if let Some(session) = self.sessions.get_mut(&broker) {
+            if let Some(loss) = session.lost.as_mut().filter(|l| l.at_ms == lost_at) {
+                loss.confirmed_down = true;
             }
         }
     }
@@ -289,7 +322,7 @@ impl BrokerHeartbeatManager {
                             incarnation: None,
                             caught_up_offset,
                             last_contact_ms: now,
-                            lost_at_ms: None,
+                            lost: None,
                             fenced,
                             shutting_down: false,
                             replaceable: false,
@@ -329,9 +362,9 @@ impl BrokerHeartbeatManager {
             >= session
                 .last_contact_ms
                 .saturating_add(self.config.session_timeout_ms);
-        let lost = session
-            .lost_at_ms
-            .is_some_and(|at| now >= at.saturating_add(self.config.loss_grace_ms));
+        let lost = session.lost.is_some_and(|loss| {
+            loss.confirmed_down || now >= loss.at_ms.saturating_add(self.config.loss_grace_ms)
+        });
         timed_out || lost
     }
 }
@@ -352,6 +385,8 @@ mod tests {
         /// Becomes active again with this previous leader.
         Active(Option<i32>),
         Fenced,
+        /// A probe confirmed the loss reported at this time.
+        Down(u64),
     }
 
     /// (name, events at times, tick time, fenced at the tick?)
@@ -457,6 +492,33 @@ mod tests {
                 false,
             ),
             ("already fenced", &[(10, Event::Fenced)], 5000, false),
+            (
+                "lost and confirmed down: no grace",
+                &[(200, Event::Lost), (210, Event::Down(200))],
+                210,
+                true,
+            ),
+            (
+                "confirmed down, but it heartbeat since",
+                &[
+                    (200, Event::Lost),
+                    (205, Event::Heartbeat),
+                    (210, Event::Down(200)),
+                ],
+                210,
+                false,
+            ),
+            (
+                "a probe of an earlier loss does not confirm a later one",
+                &[
+                    (200, Event::Lost),
+                    (205, Event::Heartbeat),
+                    (250, Event::Lost),
+                    (260, Event::Down(200)),
+                ],
+                260,
+                false,
+            ),
         ];
         for (name, events, at, fenced) in cases {
             let mut m = live();
@@ -466,6 +528,7 @@ mod tests {
                         m.heartbeat(&hb(1), *t).unwrap();
                     }
                     Event::Lost => m.connection_lost(B, *t),
+                    Event::Down(lost_at) => m.confirmed_down(B, *lost_at),
                     Event::Active(previous) => {
                         m.became_active(*t, [(B, 1, false)], 0, *previous, None)
                     }

@@ -6,8 +6,9 @@
 //! preferred-leader election) causes, and what a change means for one broker.
 //! [`heartbeat`] decides broker sessions (sans-io) and [`lifecycle`] registers, unfences
 //! and fences brokers through Raft on the active controller (and rebalances leadership
-//! to preferred replicas); [`broker_client`] is the broker's side of it, registering and
-//! heartbeating the active controller over one stream.
+//! to preferred replicas), fencing at once a broker [`probe`] finds gone;
+//! [`broker_client`] is the broker's side of it, registering and heartbeating the
+//! active controller over one stream.
 //!
 //! Durability invariant: a vote or a log entry is reported saved to openraft only after
 //! sled has flushed it to disk (see [`store`]).
@@ -23,6 +24,7 @@ pub mod image;
 pub mod lifecycle;
 pub mod network;
 pub mod placement;
+pub mod probe;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::heartbeat::{
     BrokerHeartbeatManager, Heartbeat, HeartbeatAction, HeartbeatConfig, SessionError,
 };
 use crate::image::{BrokerEndpoint, MetadataImage, RejectReason};
+use crate::probe;
 use crate::store::MetadataReader;
 use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
 
@@ -294,7 +295,8 @@ impl Lifecycle {
     }
 
     /// The transport saw `broker`'s heartbeat connection break: it is fenced after the
-    /// loss grace unless it heartbeats again first.
+    /// loss grace unless it heartbeats again first, or at the next tick if a probe finds
+    /// every one of its endpoints refusing connections.
     /// Ignored unless this node is the active controller: the sessions of an inactive node
     /// are rebuilt when it becomes active, and a broker that moved to the new controller
     /// must not be reported lost by the old one.
@@ -306,6 +308,39 @@ impl Lifecycle {
         let now = self.now();
         self.inner.state.lock().manager.connection_lost(broker, now);
         tracing::debug!(broker, "broker heartbeat connection lost");
+        self.probe_lost(broker, now);
+    }
+
+    /// Probes the endpoints of `broker`, whose connection was lost at `lost_at`, for the
+    /// length of the grace: a crashed process is fenced at the next tick rather than
+    /// after the grace, which is there for live brokers whose stream dropped.
+    fn probe_lost(&self, broker: i32, lost_at: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let endpoints = self
+            .inner
+            .metadata
+            .image()
+            .broker(broker)
+            .map(|b| b.endpoints.clone())
+            .unwrap_or_default();
+        let grace = Duration::from_millis(self.inner.config.heartbeat.loss_grace_ms);
+        let this = self.clone();
+        runtime.spawn(async move {
+            let still_lost = || this.inner.state.lock().manager.lost_at(broker) == Some(lost_at);
+            if probe::gone(&endpoints, grace, still_lost).await {
+                this.inner
+                    .state
+                    .lock()
+                    .manager
+                    .confirmed_down(broker, lost_at);
+                tracing::info!(
+                    broker,
+                    "every endpoint of the lost broker refuses connections"
+                );
+            }
+        });
     }
 
     /// Waits until openraft reports a leader other than this node and returns it; `None`
@@ -523,6 +558,10 @@ impl Lifecycle {
                 i32::try_from(self.inner.node_id).ok(),
             );
             state.active_term = Some(term);
+            // The previous controller's broker counts as lost now (see the manager).
+            if let Some(id) = previous_broker {
+                self.probe_lost(id, now);
+            }
         }
         tracing::info!(
             node_id = self.inner.node_id,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -86,12 +86,16 @@ pub struct LinkCut {
     to: NodeId,
 }
 
+/// Retry interval of a [`NetworkFactory`] not given one: openraft's default heartbeat.
+const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Makes a [`PeerClient`] per target node.
 #[derive(Clone)]
 pub struct NetworkFactory {
     node_id: NodeId,
     connect_timeout: Duration,
     rpc_timeout: Duration,
+    retry_interval: Duration,
     link_filter: Option<LinkFilter>,
 }
 
@@ -103,8 +107,19 @@ impl NetworkFactory {
             node_id,
             connect_timeout,
             rpc_timeout,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
             link_filter: None,
         }
+    }
+
+    /// How long the leader waits before retrying a peer it could not reach. Use the Raft
+    /// heartbeat interval: a retry then costs no more than a heartbeat, and a restarted
+    /// peer hears from the leader well before its election timeout fires. openraft's
+    /// default (a constant 500 ms) is longer than the election timeout, so a restarted
+    /// voter would time out, raise the term and depose a healthy leader.
+    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval.max(Duration::from_millis(1));
+        self
     }
 
     /// Fails every RPC over a link that `filter` has cut (fault injection for tests).
@@ -132,6 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             node: node.clone(),
             rpc_timeout: self.rpc_timeout,
+            retry_interval: self.retry_interval,
             channel,
             link_filter: self.link_filter.clone(),
         }
@@ -149,6 +165,7 @@ pub struct PeerClient {
     target: NodeId,
     node: ControllerNode,
     rpc_timeout: Duration,
+    retry_interval: Duration,
     channel: Result<Channel, BadAddress>,
     link_filter: Option<LinkFilter>,
 }
@@ -264,5 +281,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ControllerNode, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.retry_interval))
     }
 }

@@ -40,7 +40,13 @@ async fn start_voters(root: &Path, session_timeout_ms: u64) -> Vec<Controller> {
     nodes
 }
 
-fn client_config(broker_id: i32, nodes: &[Controller]) -> BrokerClientConfig {
+/// A broker's Kafka listener: a bound socket the controller's probe can connect to while
+/// it is open (the kernel accepts into the backlog), and is refused by once closed.
+fn kafka_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+fn client_config(broker_id: i32, nodes: &[Controller], port: u16) -> BrokerClientConfig {
     let voters = nodes
         .iter()
         .map(|n| (n.node_id(), n.rpc_addr().to_string()))
@@ -48,7 +54,7 @@ fn client_config(broker_id: i32, nodes: &[Controller]) -> BrokerClientConfig {
     let endpoints = vec![BrokerEndpoint {
         listener: "PLAINTEXT".into(),
         host: "127.0.0.1".into(),
-        port: 9000 + u16::try_from(broker_id).unwrap(),
+        port,
     }];
     let mut config = BrokerClientConfig::new(broker_id, endpoints, voters);
     config.heartbeat_interval = Duration::from_millis(200);
@@ -58,9 +64,12 @@ fn client_config(broker_id: i32, nodes: &[Controller]) -> BrokerClientConfig {
 }
 
 /// Starts the client of broker `id`, following the applied offset of `node` (combined
-/// mode: the broker is the node with its id).
+/// mode: the broker is the node with its id). Its Kafka listener stays open for the rest
+/// of the test binary, as a live broker's would.
 fn start_client(id: i32, node: &Controller, nodes: &[Controller]) -> BrokerClient {
-    BrokerClient::start(client_config(id, nodes), node.metadata().subscribe())
+    let listener: &'static std::net::TcpListener = Box::leak(Box::new(kafka_listener()));
+    let port = listener.local_addr().unwrap().port();
+    BrokerClient::start(client_config(id, nodes, port), node.metadata().subscribe())
 }
 
 fn node(nodes: &[Controller], id: NodeId) -> &Controller {
@@ -172,21 +181,26 @@ async fn brokers_register_and_unfence_everywhere_and_controlled_shutdown_leaves_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_broker_is_fenced_after_the_loss_grace_not_the_session() {
-    init_tracing();
+/// Starts brokers 1 and 2, "crashes" broker 1 (its client's runtime is dropped, which
+/// ends its stream without a goodbye, as a killed process would), closing its Kafka
+/// listener too unless `port_stays_open`, and returns how long until every node shows it
+/// fenced. Broker 2 must stay unfenced throughout.
+async fn time_to_fence_a_crash(port_stays_open: bool) -> Duration {
     let root = tempfile::tempdir().unwrap();
     let nodes = start_voters(root.path(), LONG_SESSION_MS).await;
-    // Broker 1 runs on its own runtime: dropping it kills the task and its connection
-    // without a goodbye, as a killed process would.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
+    let listener = kafka_listener();
+    let port = listener.local_addr().unwrap().port();
     let crashing = {
         let _enter = runtime.enter();
-        start_client(1, &nodes[0], &nodes)
+        BrokerClient::start(
+            client_config(1, &nodes, port),
+            nodes[0].metadata().subscribe(),
+        )
     };
     let survivor = start_client(2, &nodes[1], &nodes);
     wait_images(&nodes, "both brokers unfenced", WAIT, |image| {
@@ -195,26 +209,45 @@ async fn a_crashed_broker_is_fenced_after_the_loss_grace_not_the_session() {
     .await;
 
     let crashed = Instant::now();
+    // A frozen process keeps its sockets; a dead one's listener is closed by the kernel.
+    let kept = port_stays_open.then_some(listener);
     runtime.shutdown_background();
     wait_images(&nodes, "the crashed broker fenced", WAIT, |image| {
         fenced(image, 1) == Some(true)
     })
     .await;
     let took = crashed.elapsed();
-    tracing::info!(?took, "crashed broker fenced");
+    tracing::info!(?took, port_stays_open, "crashed broker fenced");
+    for n in &nodes {
+        assert_eq!(fenced(&n.metadata().image(), 2), Some(false));
+    }
+    drop((crashing, kept));
+    survivor.stop().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_broker_that_still_accepts_is_fenced_after_the_loss_grace_not_the_session() {
+    init_tracing();
+    let took = time_to_fence_a_crash(true).await;
     assert!(took < Duration::from_secs(2), "fenced only after {took:?}");
     assert!(
         took >= Duration::from_millis(GRACE_MS),
         "fenced before the grace: {took:?}"
     );
-    for n in &nodes {
-        assert_eq!(fenced(&n.metadata().image(), 2), Some(false));
-    }
-    drop(crashing);
-    survivor.stop().await;
-    for n in nodes {
-        n.shutdown().await;
-    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_broker_whose_listener_refuses_is_fenced_without_the_grace() {
+    init_tracing();
+    let took = time_to_fence_a_crash(false).await;
+    assert!(
+        took < Duration::from_millis(GRACE_MS),
+        "waited out the grace: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ fn topic(name: &str, n: u8) -> MetadataRecord {
     }
 }
 
+/// Broker 1, registered and unfenced, on a port that accepts connections (`common::live_port`).
 fn broker_up() -> Vec<MetadataRecord> {
     vec![
         MetadataRecord::RegisterBroker {
@@ -62,7 +63,7 @@ fn broker_up() -> Vec<MetadataRecord> {
             endpoints: vec![BrokerEndpoint {
                 listener: "PLAINTEXT".into(),
                 host: "127.0.0.1".into(),
-                port: 9092,
+                port: common::live_port(),
             }],
             rack: None,
         },

@@ -18,7 +18,7 @@ use sluice_controller::{
 use tokio::net::TcpListener;
 
 mod common;
-use common::wait_leader;
+use common::{live_port, wait_leader};
 
 const HEARTBEAT_MS: u64 = 100;
 const ELECTION_MIN_MS: u64 = 300;
@@ -135,7 +135,7 @@ fn register(id: i32) -> MetadataRecord {
         endpoints: vec![sluice_controller::BrokerEndpoint {
             listener: "PLAINTEXT".into(),
             host: "127.0.0.1".into(),
-            port: 9092,
+            port: live_port(),
         }],
         rack: None,
     }

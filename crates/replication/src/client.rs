@@ -98,11 +98,27 @@ impl KafkaConnection {
         if len > self.max_frame {
             return Err(ReplicationError::FrameTooLarge(len));
         }
-        // `reserve` takes the old allocation back when nothing else holds it.
+        // `reserve` takes the old allocation back when nothing else holds it. The body
+        // is read into the spare capacity, not into zeroed memory: zeroing a fetch of a
+        // megabyte first costs about as much as receiving it.
         self.buf.clear();
         self.buf.reserve(len);
-        self.buf.resize(len, 0);
-        if let Err(e) = self.stream.read_exact(&mut self.buf).await {
+        let mut body = (&mut self.stream).take(len as u64);
+        let mut failed = None;
+        while self.buf.len() < len {
+            match body.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    failed = Some(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
             return Err(self.io(e));
         }
         let mut body: Bytes = self.buf.split().freeze();
@@ -121,5 +137,104 @@ impl KafkaConnection {
             addr: self.addr.clone(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_protocol::frame::encode_response;
+    use sluice_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use sluice_protocol::messages::{FetchRequest, FetchResponse};
+    use tokio::net::TcpListener;
+
+    const BOUND: Duration = Duration::from_secs(5);
+
+    /// A Fetch answer whose records are `payload`, as a leader would frame it.
+    fn fetch_answer(correlation: i32, payload: &Bytes) -> Bytes {
+        let body = FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                partitions: vec![PartitionData {
+                    records: Some(payload.clone()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let header = ApiKey::Fetch.response_header_version(15);
+        encode_response(correlation, header, &body, 15).unwrap()
+    }
+
+    /// Reads one request frame and answers with the first `send` bytes of the frame
+    /// `answer` builds for its correlation id, in 10 KiB pieces, then closes.
+    async fn serve_once(
+        listener: TcpListener,
+        answer: impl FnOnce(i32) -> Bytes,
+        send: impl FnOnce(usize) -> usize,
+    ) {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).await.unwrap();
+        let mut request = vec![0u8; i32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut request).await.unwrap();
+        // Request header v1+: api key, api version, then the correlation id.
+        let correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
+        let frame = answer(correlation);
+        let end = send(frame.len());
+        for piece in frame[..end].chunks(10 * 1024) {
+            conn.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_arriving_in_pieces_is_read_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let payload = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let expected = payload.clone();
+        let server = tokio::spawn(serve_once(
+            listener,
+            move |c| fetch_answer(c, &payload),
+            |len| len,
+        ));
+        let mut conn = KafkaConnection::connect(&addr, "t".into(), 1 << 20, BOUND)
+            .await
+            .unwrap();
+        let resp: FetchResponse = conn
+            .call(ApiKey::Fetch, 15, &FetchRequest::default(), BOUND)
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.responses[0].partitions[0].records.as_ref(),
+            Some(&expected)
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_response_cut_short_is_an_error_showing_the_peer_gone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let payload = Bytes::from(vec![7u8; 100_000]);
+        let server = tokio::spawn(serve_once(
+            listener,
+            move |c| fetch_answer(c, &payload),
+            |len| len / 2,
+        ));
+        let mut conn = KafkaConnection::connect(&addr, "t".into(), 1 << 20, BOUND)
+            .await
+            .unwrap();
+        let err = conn
+            .call::<_, FetchResponse>(ApiKey::Fetch, 15, &FetchRequest::default(), BOUND)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReplicationError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{err:?}"
+        );
+        assert!(err.shows_peer_gone());
+        server.await.unwrap();
     }
 }

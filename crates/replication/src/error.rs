@@ -33,3 +33,23 @@ pub enum ReplicationError {
     #[error("broker answered {0:?}")]
     Kafka(ErrorCode),
 }
+
+impl ReplicationError {
+    /// Whether this error shows the peer's process gone rather than slow: the
+    /// connection was refused, reset or closed. A timeout proves nothing (a paused
+    /// process or a lossy network looks the same), so it does not count.
+    pub fn shows_peer_gone(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            Self::Connect { source, .. } => source.kind() == ErrorKind::ConnectionRefused,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}

@@ -13,6 +13,11 @@
 //! Errors (the leader moved, an epoch is fenced or not yet known there) delay only the
 //! partition concerned; the broker's next metadata change re-targets it. A broken
 //! connection is dropped and re-made after a short backoff.
+//!
+//! A fetcher also remembers when its leader's connection broke in a way that shows the
+//! process gone (reset, closed, refused) until a new connection succeeds:
+//! [`FetcherManager::leader_lost_since`]. Metadata uses it to stop naming a leader that
+//! has just died before the controller has fenced it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -131,6 +136,17 @@ struct Shared {
     entries: Mutex<HashMap<Key, Entry>>,
     wake: Notify,
     stop: AtomicBool,
+    /// When the connection to the leader broke showing the process gone; cleared by
+    /// the next successful connect.
+    lost_at: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn note_failure(&self, error: &ReplicationError) {
+        if error.shows_peer_gone() {
+            self.lost_at.lock().get_or_insert_with(Instant::now);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -241,6 +257,14 @@ impl FetcherManager {
             .sum()
     }
 
+    /// When this broker's connection to `leader` broke showing the process gone, if it
+    /// has not been re-made since; None when nothing is fetched from `leader`.
+    pub fn leader_lost_since(&self, leader: i32) -> Option<Instant> {
+        let fetchers = self.fetchers.lock();
+        let lost_at = *fetchers.get(&leader)?.shared.lost_at.lock();
+        lost_at
+    }
+
     /// Stops every fetcher.
     pub fn shutdown(&self) {
         for (_, f) in self.fetchers.lock().drain() {
@@ -255,6 +279,7 @@ impl FetcherManager {
             entries: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: AtomicBool::new(false),
+            lost_at: Mutex::new(None),
         });
         let task = self.runtime.spawn(run(shared.clone(), self.config.clone()));
         Fetcher { shared, task }
@@ -314,8 +339,12 @@ async fn run(shared: Arc<Shared>, config: Arc<FetcherConfig>) {
                 )
                 .await
                 {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        *shared.lost_at.lock() = None;
+                        c
+                    }
                     Err(e) => {
+                        shared.note_failure(&e);
                         debug!(leader = shared.leader, error = %e, "cannot reach leader");
                         backoff(&shared, &config).await;
                         continue;
@@ -339,6 +368,7 @@ async fn run(shared: Arc<Shared>, config: Arc<FetcherConfig>) {
             r = round => match r {
                 Ok(()) => conn = Some(c),
                 Err(e) => {
+                    shared.note_failure(&e);
                     debug!(leader = shared.leader, error = %e, "replica fetch failed; reconnecting");
                     backoff(&shared, &config).await;
                 }
@@ -719,5 +749,86 @@ fn on_fetched(
                 e.delayed_until = Some(Instant::now() + config.backoff);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::LogConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const BOUND: Duration = Duration::from_secs(5);
+
+    /// Polls `check` every 5 ms until it returns Some, failing after [`BOUND`].
+    async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_connection_closes_is_seen_gone_until_a_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Arc::new(Replica::open(dir.path(), 0, LogConfig::default(), 1_000).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = FetcherConfig::new(2, Arc::new(AtomicI64::new(1)));
+        config.backoff = Duration::from_millis(20);
+        let manager = FetcherManager::new(config).unwrap();
+        manager.set_targets(vec![FetchTarget {
+            topic: "t".into(),
+            topic_id: Uuid::ZERO,
+            partition: 0,
+            leader: 1,
+            leader_addr: addr.to_string(),
+            leader_epoch: 0,
+            replica,
+        }]);
+
+        // Connected, with a request out and no answer yet: slow is not gone. (The
+        // fetcher may drop its first connection unused when the wake-up of
+        // `set_targets` arrives after it connected; take the one that sends.)
+        let mut held = loop {
+            let (mut conn, _) = tokio::time::timeout(BOUND, listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+            let mut first = [0u8; 4];
+            if conn.read_exact(&mut first).await.is_ok() {
+                break conn;
+            }
+        };
+        assert_eq!(manager.leader_lost_since(1), None);
+        assert_eq!(manager.leader_lost_since(7), None, "not followed");
+
+        // The leader's process goes: its connection closes and reconnects are refused.
+        let closed = Instant::now();
+        held.shutdown().await.unwrap();
+        drop(held);
+        drop(listener);
+        let lost = eventually("the closed connection", || manager.leader_lost_since(1)).await;
+        assert!(lost >= closed);
+        // Refused reconnects (every 20 ms here) keep the first loss time.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(manager.leader_lost_since(1), Some(lost));
+
+        // A leader listening again on the same address clears it.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let _conn = tokio::time::timeout(BOUND, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        eventually("the reconnect", || {
+            manager.leader_lost_since(1).is_none().then_some(())
+        })
+        .await;
+        manager.shutdown();
     }
 }

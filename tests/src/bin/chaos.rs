@@ -80,7 +80,10 @@ usage: chaos [--nodes 3] [--kills K] [--seed S] [options]
   --no-idempotence        acks=all without enable.idempotence (max.in.flight 1), to
                           try the harness on a broker without InitProducerId; retries
                           may then duplicate, which the checker reports
-  --json PATH             write the figures as JSON";
+  --json PATH             write the figures as JSON
+environment:
+  CHAOS_PRODUCER_DEBUG=CONTEXTS  librdkafka `debug` contexts for the producer (e.g.
+                          topic,metadata,broker), logged with the driver's progress";
 
 /// Targets from the issue: worst unavailability per kill.
 const TARGET_LEADER_KILL: Duration = Duration::from_secs(2);
@@ -311,7 +314,9 @@ fn await_full_isr(cluster: &Cluster, partitions: i32, timeout: Duration) -> Resu
 // librdkafka clients
 
 fn log_librdkafka(who: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
-    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+    if (level as i32) <= (RDKafkaLogLevel::Warning as i32)
+        || std::env::var_os("CHAOS_PRODUCER_DEBUG").is_some()
+    {
         progress(&format!("{who} librdkafka {level:?} {fac}: {message}"));
     }
 }
@@ -388,6 +393,10 @@ fn producer(
         .set("retry.backoff.max.ms", "250")
         .set("topic.metadata.refresh.fast.interval.ms", "50")
         .set("socket.timeout.ms", "10000");
+    if let Ok(contexts) = std::env::var("CHAOS_PRODUCER_DEBUG") {
+        c.set("debug", contexts)
+            .set_log_level(RDKafkaLogLevel::Debug);
+    }
     if !idempotence {
         // Keep per-partition order across retries without the idempotent producer.
         c.set("max.in.flight.requests.per.connection", "1");

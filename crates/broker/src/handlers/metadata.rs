@@ -3,9 +3,18 @@
 //! only where Kafka does: when the request allows auto-creation (always before v4) and
 //! `auto.create.topics.enable` is on. Runs on the blocking pool: auto-creation waits for
 //! the metadata quorum.
+//!
+//! A partition whose leader this node's replica fetcher has just found gone (its
+//! connection reset, closed or refused) is answered LEADER_NOT_AVAILABLE with no
+//! leader, as Kafka answers for a leader that is not among the live brokers, until the
+//! controller moves it (or [`GONE_LEADER_HIDDEN_FOR`] passes). Naming the dead leader
+//! in the few tens of milliseconds before the controller fences it would make clients
+//! (librdkafka) stop their fast leader queries and wait for their next periodic scan,
+//! about a second, before finding the new leader.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_controller::MetadataImage;
 use sluice_protocol::codec::Uuid;
@@ -21,6 +30,12 @@ use crate::broker::Broker;
 use crate::topics::{validate_topic_name, Topic};
 
 pub const VERSIONS: (i16, i16) = (0, 12);
+
+/// How long the fetcher's evidence that a leader is gone hides it, at most: longer
+/// than the controller needs to fence a dead broker, even across a controller
+/// failover, and short enough that a leader only this node cannot reach (a network
+/// partition the controller does not see) is named again soon.
+pub const GONE_LEADER_HIDDEN_FOR: Duration = Duration::from_secs(3);
 
 /// `listener`: the index of the listener the request came in on, whose endpoints the
 /// brokers are described with.
@@ -137,18 +152,30 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
         partitions: t
             .partitions
             .iter()
-            .map(|p| MetadataResponsePartition {
-                error_code: if p.leader < 0 {
-                    ErrorCode::LeaderNotAvailable.code()
+            .map(|p| {
+                let leader = if p.leader >= 0
+                    && p.leader != broker.config.node_id
+                    && broker
+                        .replicas
+                        .leader_seen_gone(p.leader, GONE_LEADER_HIDDEN_FOR)
+                {
+                    -1
                 } else {
-                    ErrorCode::None.code()
-                },
-                partition_index: p.index,
-                leader_id: p.leader,
-                leader_epoch: p.leader_epoch,
-                replica_nodes: p.replicas.clone(),
-                isr_nodes: p.isr.clone(),
-                offline_replicas: offline_replicas(&image, &p.replicas),
+                    p.leader
+                };
+                MetadataResponsePartition {
+                    error_code: if leader < 0 {
+                        ErrorCode::LeaderNotAvailable.code()
+                    } else {
+                        ErrorCode::None.code()
+                    },
+                    partition_index: p.index,
+                    leader_id: leader,
+                    leader_epoch: p.leader_epoch,
+                    replica_nodes: p.replicas.clone(),
+                    isr_nodes: p.isr.clone(),
+                    offline_replicas: offline_replicas(&image, &p.replicas),
+                }
             })
             .collect(),
         topic_authorized_operations: if include_ops {

@@ -14,6 +14,16 @@ use tokio::net::TcpListener;
 /// How long any wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// A port that accepts connections for the rest of the test binary, as a live broker's
+/// Kafka port does: a controller that takes over probes the previous controller's broker
+/// and fences it at once if nothing listens on its registered port.
+pub fn live_port() -> u16 {
+    let listener: &'static std::net::TcpListener = Box::leak(Box::new(
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port"),
+    ));
+    listener.local_addr().expect("bound address").port()
+}
+
 /// Waits until every node agrees on one leader among them and returns its id.
 pub async fn wait_leader(nodes: &[&Controller], not: Option<NodeId>) -> NodeId {
     let deadline = Instant::now() + WAIT;

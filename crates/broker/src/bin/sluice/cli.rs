@@ -99,13 +99,10 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_LOG_MESSAGE_TIMESTAMP_TYPE")]
     pub log_message_timestamp_type: Option<String>,
     /// `producer.id.expiration.ms`: how long a partition keeps an idle producer's state
-    /// (its last sequence numbers) before a retry from it is no longer recognized.
-    #[arg(
-        long,
-        env = "SLUICE_PRODUCER_ID_EXPIRATION_MS",
-        default_value_t = 86_400_000
-    )]
-    pub producer_id_expiration_ms: i64,
+    /// (its last sequence numbers) before a retry from it is no longer recognized
+    /// [default: 86400000, one day, storage's default].
+    #[arg(long, env = "SLUICE_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<i64>,
     /// `message.max.bytes`: largest record batch accepted.
     #[arg(long, env = "SLUICE_MESSAGE_MAX_BYTES")]
     pub message_max_bytes: Option<i64>,
@@ -198,10 +195,10 @@ impl Cli {
             "min.insync.replicas",
             self.min_insync_replicas.map(|v| v.to_string()),
         )?;
-        if self.producer_id_expiration_ms < 1 {
+        if self.producer_id_expiration_ms.is_some_and(|ms| ms < 1) {
             anyhow::bail!("--producer-id-expiration-ms must be at least 1");
         }
-        defaults.producer_id_expiration_ms = Some(self.producer_id_expiration_ms);
+        defaults.producer_id_expiration_ms = self.producer_id_expiration_ms;
         if self.num_partitions < 1 {
             anyhow::bail!("--num-partitions must be at least 1");
         }
