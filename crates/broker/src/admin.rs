@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sluice_controller::{
-    place, placement::seed_for_topic, MetadataRecord, MetadataResponse, PartitionAssignment,
-    PlacementError, RejectReason,
+    place, placement::seed_for_topic, MetadataImage, MetadataRecord, MetadataResponse,
+    PartitionAssignment, PlacementError, RejectReason,
 };
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
@@ -46,18 +46,18 @@ impl Broker {
         let config = self
             .topics
             .check_new(&spec.name, spec.partitions, &spec.overrides)?;
-        let image = self.cluster.image();
-        let partitions = match &spec.assignment {
-            Some(assignment) => check_assignment(&image, assignment, 0)?,
+        let assign = |image: &MetadataImage| match &spec.assignment {
+            Some(assignment) => check_assignment(image, assignment, 0),
             None => placed(
-                &image,
+                image,
                 &spec.name,
                 0,
                 spec.partitions,
                 spec.replication_factor,
-            )?,
+            ),
         };
         if validate_only {
+            assign(&self.cluster.image())?;
             return Ok(Arc::new(Topic {
                 name: spec.name,
                 id: Uuid::ZERO,
@@ -67,13 +67,14 @@ impl Broker {
             }));
         }
         let id = Uuid(*uuid::Uuid::new_v4().as_bytes());
-        let record = MetadataRecord::CreateTopic {
-            name: spec.name.clone(),
-            id: id.0,
-            partitions,
-            configs: spec.overrides,
-        };
-        let response = self.cluster.write_blocking(record)?;
+        let response = self.write_assigned(spec.assignment.is_none(), |image| {
+            Ok(MetadataRecord::CreateTopic {
+                name: spec.name.clone(),
+                id: id.0,
+                partitions: assign(image)?,
+                configs: spec.overrides.clone(),
+            })
+        })?;
         let ours = |t: &Topic| t.id == id;
         match response {
             MetadataResponse::Applied => {}
@@ -114,9 +115,8 @@ impl Broker {
         self.cluster.catch_up_blocking()?;
         let topic = self.topics.check_add_partitions(name, total)?;
         let current = topic.partition_count();
-        let image = self.cluster.image();
         let first = u32::try_from(current).unwrap_or(0);
-        let partitions = match &assignment {
+        let assign = |image: &MetadataImage| match &assignment {
             Some(a) => {
                 if i32::try_from(a.len()).ok() != Some(total - current) {
                     return Err(AdminError::new(
@@ -128,24 +128,26 @@ impl Broker {
                         ),
                     ));
                 }
-                check_assignment(&image, a, first)?
+                check_assignment(image, a, first)
             }
             None => {
                 let rf = topic.state(0).map_or(1, |p| p.replicas.len());
                 let rf = i16::try_from(rf).unwrap_or(i16::MAX);
-                placed(&image, name, first, total - current, rf)?
+                placed(image, name, first, total - current, rf)
             }
         };
         if validate_only {
-            return Ok(());
+            return assign(&self.cluster.image()).map(|_| ());
         }
-        let record = MetadataRecord::CreatePartitions {
-            topic: name.to_string(),
-            topic_id: topic.id.0,
-            first_partition: first,
-            partitions,
-        };
-        match self.cluster.write_blocking(record)? {
+        let response = self.write_assigned(assignment.is_none(), |image| {
+            Ok(MetadataRecord::CreatePartitions {
+                topic: name.to_string(),
+                topic_id: topic.id.0,
+                first_partition: first,
+                partitions: assign(image)?,
+            })
+        })?;
+        match response {
             MetadataResponse::Applied => Ok(()),
             MetadataResponse::Rejected(RejectReason::PartitionCountChanged { actual, .. })
                 if i64::from(actual) == i64::from(total) =>
@@ -198,9 +200,43 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Writes the record `make` builds from the current image. With `placed` (the
+    /// replicas were chosen by placement, not named by the request), a refusal because
+    /// every replica of a partition is fenced means a broker was fenced between reading
+    /// the image and the write (the controller fences a crashed broker within
+    /// milliseconds of its heartbeat stream breaking): place again on the image the
+    /// refusal left here, which holds that fence, as Kafka's controller would have
+    /// placed on the brokers live at the time. Bounded, since each retry follows a
+    /// fence.
+    fn write_assigned(
+        &self,
+        placed: bool,
+        make: impl Fn(&MetadataImage) -> Result<MetadataRecord, AdminError>,
+    ) -> Result<MetadataResponse, AdminError> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let response = self.cluster.write_blocking(make(&self.cluster.image())?)?;
+            match response {
+                MetadataResponse::Rejected(RejectReason::NoLiveReplica { .. })
+                    if placed && attempt < ATTEMPTS =>
+                {
+                    info!(
+                        attempt,
+                        "a placed broker was fenced before the write: placing again"
+                    );
+                    attempt += 1;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
 /// Places `count` new partitions from `first` on the live brokers.
 fn placed(
-    image: &sluice_controller::MetadataImage,
+    image: &MetadataImage,
     name: &str,
     first: u32,
     count: i32,
@@ -234,7 +270,7 @@ fn placed(
 /// Checks a manual replica assignment (Kafka's rules: registered brokers, no duplicates,
 /// the same replication factor everywhere).
 fn check_assignment(
-    image: &sluice_controller::MetadataImage,
+    image: &MetadataImage,
     assignment: &[Vec<i32>],
     first: u32,
 ) -> Result<Vec<PartitionAssignment>, AdminError> {
