@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod file_records;
 pub mod groups;
 pub mod handlers;
 pub mod listeners;

@@ -17,6 +17,7 @@ use super::fetch::{
     check_leader_epoch, error_partition, partition_limit, read_partition, topic_response, Wanted,
 };
 use crate::broker::{now_ms, Broker};
+use crate::file_records::FileRecords;
 use crate::topics::Topic;
 
 /// Who is fetching.
@@ -35,7 +36,7 @@ pub(super) async fn serve(
     max_bytes: usize,
     min_bytes: usize,
     deadline: Instant,
-) -> Vec<FetchableTopicResponse> {
+) -> (Vec<FetchableTopicResponse>, FileRecords) {
     let topics: Vec<Option<Arc<Topic>>> = wanted
         .iter()
         .map(|w| {
@@ -81,15 +82,17 @@ pub(super) async fn serve(
                 }
             }
         }
-        let (responses, bytes, errors) = read_all(wanted, &topics, use_ids, max_bytes, &refused);
+        let (responses, files, bytes, errors) =
+            read_all(wanted, &topics, use_ids, max_bytes, &refused);
         let done =
             bytes >= min_bytes || errors || watchers.is_empty() || Instant::now() >= deadline;
         if done {
-            return responses;
+            return (responses, files);
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return read_all(wanted, &topics, use_ids, max_bytes, &refused).0;
+            let (responses, files, ..) = read_all(wanted, &topics, use_ids, max_bytes, &refused);
+            return (responses, files);
         }
     }
 }
@@ -100,7 +103,8 @@ fn read_all(
     use_ids: bool,
     max_bytes: usize,
     refused: &[(usize, i32, ErrorCode)],
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, FileRecords, usize, bool) {
+    let mut files = FileRecords::default();
     let mut total = 0usize;
     let mut errors = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -124,7 +128,7 @@ fn read_all(
                 (None, Ok(p)) => {
                     let limit = partition_limit(fp, max_bytes, total);
                     let leo = p.log.log_end_offset();
-                    read_partition(p, fp, limit, total == 0, false, leo)
+                    read_partition(p, fp, limit, total == 0, false, leo, &mut files)
                 }
             };
             if data.error_code != ErrorCode::None.code() {
@@ -135,5 +139,5 @@ fn read_all(
         }
         out.push(topic_response(w, use_ids, partitions));
     }
-    (out, total, errors)
+    (out, files, total, errors)
 }

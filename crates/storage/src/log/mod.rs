@@ -36,8 +36,10 @@ mod compact;
 mod delete;
 mod durability;
 mod read;
+mod slice;
 
 pub use compact::CompactionOutcome;
+pub use slice::FileSlice;
 
 /// What an append stored.
 ///
