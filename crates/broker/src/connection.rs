@@ -2,8 +2,7 @@
 //! in arrival order (as Kafka does, which keeps a producer's pipelined batches in
 //! order), and hands responses to a writer task so reading the next request overlaps
 //! with writing the previous response. A response made of segments (Fetch, whose
-//! record batches are shared with storage reads) goes out with vectored writes, and the
-//! file regions of a Fetch answered from segment files with sendfile.
+//! record batches are shared with storage reads) goes out with vectored writes.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -11,15 +10,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::{frame_size, take_frame};
-use sluice_storage::FileSlice;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::file_records::Part;
 use crate::router::{self, ConnectionInfo, Response};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -204,54 +201,8 @@ async fn write_response(wr: &mut OwnedWriteHalf, response: Response) -> io::Resu
     match &response {
         Response::Frame(frame) => wr.write_all(frame).await,
         Response::Segments(segments) => write_segments(wr, segments).await,
-        Response::Spliced(parts) => write_parts(wr, parts).await,
         Response::Deferred(_) => Ok(()),
     }
-}
-
-/// Writes `parts` in order: runs of in-memory segments with vectored writes, file
-/// regions with sendfile.
-async fn write_parts(wr: &mut OwnedWriteHalf, parts: &[Part]) -> io::Result<()> {
-    let mut run: Vec<Bytes> = Vec::new();
-    for part in parts {
-        match part {
-            Part::Bytes(b) => run.push(b.clone()),
-            Part::File(slice) => {
-                write_segments(wr, &run).await?;
-                run.clear();
-                send_file(wr.as_ref(), slice).await?;
-            }
-        }
-    }
-    write_segments(wr, &run).await
-}
-
-/// Sends `slice` from its file with sendfile as fast as the socket takes it. A file that
-/// ends before the slice does (truncated since the fetch read it) fails the connection:
-/// the frame's length is already on the wire, and the client fetches again on a new one.
-async fn send_file(socket: &TcpStream, slice: &FileSlice) -> io::Result<()> {
-    let mut offset = slice.position();
-    let end = offset + slice.len() as u64;
-    while offset < end {
-        socket.writable().await?;
-        let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
-        let sent = socket.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(socket, slice.file(), Some(&mut offset), left)
-                .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "segment truncated under a fetch response",
-                ))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Writes `segments` back to back with vectored writes (one `writev` per call instead
@@ -363,59 +314,5 @@ mod tests {
         };
         let err = write_segments(&mut sink, &segments).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WriteZero);
-    }
-
-    /// A connected pair: both halves of one end, and the other end.
-    async fn socket_pair() -> (OwnedWriteHalf, tokio::net::tcp::OwnedReadHalf, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (rd, wr) = client.unwrap().into_split();
-        (wr, rd, accepted.unwrap().0)
-    }
-
-    #[tokio::test]
-    async fn file_regions_are_sent_between_segments_as_the_peer_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        // Larger than socket buffers, so sendfile meets a full socket and waits.
-        let log = crate::file_records::test_log(dir.path(), 3 << 20, 3);
-        let slice = log.read_slice(1, usize::MAX, i64::MAX, 0).unwrap().unwrap();
-        let file_bytes = slice.read().unwrap();
-        let parts = vec![
-            Part::Bytes(Bytes::from_static(b"head")),
-            Part::File(slice.clone()),
-            Part::Bytes(Bytes::from_static(b"mid")),
-            Part::File(slice),
-            Part::Bytes(Bytes::from_static(b"tail")),
-        ];
-        let expected = [&b"head"[..], &file_bytes, b"mid", &file_bytes, b"tail"].concat();
-        let (mut wr, _rd, mut peer) = socket_pair().await;
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 100_000];
-            while got.len() < expected.len() {
-                let n = peer.read(&mut buf).await.unwrap();
-                assert!(n > 0, "closed early");
-                got.extend_from_slice(&buf[..n]);
-                // A slow reader: the sender keeps finding the socket full.
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            assert_eq!(got, expected);
-        });
-        write_parts(&mut wr, &parts).await.unwrap();
-        reader.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_region_truncated_before_it_is_sent_fails_the_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = crate::file_records::test_log(dir.path(), 100_000, 3);
-        let slice = log.read_slice(1, usize::MAX, i64::MAX, 0).unwrap().unwrap();
-        log.truncate_to(1).unwrap();
-        let (mut wr, _rd, _peer) = socket_pair().await;
-        let err = write_parts(&mut wr, &[Part::File(slice)])
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

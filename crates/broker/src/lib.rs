@@ -11,7 +11,6 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod file_records;
 pub mod groups;
 pub mod handlers;
 pub mod listeners;

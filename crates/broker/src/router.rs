@@ -2,9 +2,8 @@
 //! encodes the response frame.
 //!
 //! Fetch responses are encoded as segments that share the record batches read from
-//! storage instead of copying them into one buffer (the bulk of a consumer's bytes),
-//! with regions of segment files in place of the batches sent by sendfile
-//! (`file_records`); every other response is one contiguous frame.
+//! storage instead of copying them into one buffer (the bulk of a consumer's bytes);
+//! every other response is one contiguous frame.
 //!
 //! An api key we do not serve, or a version outside the range we advertise, closes the
 //! connection, as Kafka does for requests it cannot parse; ApiVersions alone answers an
@@ -26,7 +25,6 @@ use sluice_group::ClientInfo;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::file_records::Part;
 use crate::handlers::produce::Appended;
 use crate::handlers::{self, supported_versions};
 
@@ -42,8 +40,6 @@ pub enum Response {
     /// The frame as segments to be written back to back, the first starting with the
     /// size prefix; large record payloads are segments shared with storage reads.
     Segments(Vec<Bytes>),
-    /// Segments and file regions, written back to back (a Fetch answered from files).
-    Spliced(Vec<Part>),
     /// Not ready yet; the connection goes on reading requests meanwhile.
     Deferred(Deferred),
 }
@@ -53,7 +49,6 @@ impl std::fmt::Debug for Response {
         match self {
             Response::Frame(b) => f.debug_tuple("Frame").field(&b.len()).finish(),
             Response::Segments(s) => f.debug_tuple("Segments").field(&s.len()).finish(),
-            Response::Spliced(p) => f.debug_tuple("Spliced").field(&p.len()).finish(),
             Response::Deferred(_) => f.write_str("Deferred"),
         }
     }
@@ -68,7 +63,6 @@ impl Response {
         match self {
             Response::Frame(b) => b.len(),
             Response::Segments(s) => s.iter().map(Bytes::len).sum(),
-            Response::Spliced(p) => p.iter().map(Part::len).sum(),
             Response::Deferred(_) => DEFERRED_LEN,
         }
     }
@@ -198,18 +192,13 @@ async fn dispatch(
             }
         },
         ApiKey::Fetch => {
-            let (resp, files) = handlers::fetch::handle(b, decode(&mut body, v)?, v).await;
-            let segments = encode_response_segments(
+            let resp = handlers::fetch::handle(b, decode(&mut body, v)?, v).await;
+            Ok(Some(Response::Segments(encode_response_segments(
                 header.correlation_id,
                 api.response_header_version(v),
                 &resp,
                 v,
-            )?;
-            Ok(Some(if files.is_empty() {
-                Response::Segments(segments)
-            } else {
-                Response::Spliced(files.splice(segments)?)
-            }))
+            )?)))
         }
         ApiKey::ListOffsets => respond(
             api,

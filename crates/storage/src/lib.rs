@@ -39,8 +39,6 @@ pub use compaction::CleanReason;
 pub use config::LogConfig;
 pub use epoch_cache::EpochEntry;
 pub use error::StorageError;
-pub use log::{
-    AppendInfo, CompactionOutcome, FileSlice, PartitionLog, ReadResult, RetentionOutcome,
-};
+pub use log::{AppendInfo, CompactionOutcome, PartitionLog, ReadResult, RetentionOutcome};
 pub use manager::{validate_topic, LogManager, TopicPartition};
 pub use producer_state::ProducerSnapshotEntry;

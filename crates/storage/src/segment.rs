@@ -628,54 +628,6 @@ impl Segment {
         Ok(Bytes::from(buf))
     }
 
-    /// Where the whole batches that [`Segment::read_from`] would return, starting with the
-    /// batch holding `offset`, lie in the file: `(start, end, offset after the last)`,
-    /// found from the offset index and batch headers alone, without reading the data.
-    /// Stops before a batch that reaches `upper` or does not fit `budget`, and at `end`.
-    /// `None` when no batch qualifies, or when more than `max_headers` headers would have
-    /// to be read (many small batches, which one read of their bytes copies cheaper).
-    pub(crate) fn batch_span(
-        &self,
-        offset: i64,
-        end: u64,
-        budget: usize,
-        upper: i64,
-        max_headers: usize,
-    ) -> Result<Option<(u64, u64, i64)>, StorageError> {
-        let mut pos = relative(self.base_offset, offset)
-            .and_then(|rel| self.index.floor(rel))
-            .map_or(0, |e| u64::from(e.position));
-        let mut first = None;
-        let mut next_offset = offset;
-        for _ in 0..max_headers {
-            // None: the end of the data (whole batches only below `end`).
-            let Some(h) = self.header_at(pos, end)? else {
-                return Ok(first.map(|from| (from, pos, next_offset)));
-            };
-            let size = h.total_size() as u64;
-            if pos + size > end {
-                break;
-            }
-            if h.last_offset() >= offset {
-                let from = *first.get_or_insert(pos);
-                if h.last_offset() >= upper || pos + size - from > budget as u64 {
-                    return Ok((pos > from).then_some((from, pos, next_offset)));
-                }
-                next_offset = h.next_offset();
-            }
-            pos += size;
-        }
-        // Out of header reads, or a batch claiming more than the data holds.
-        Ok(first
-            .filter(|_| pos >= end)
-            .map(|from| (from, pos, next_offset)))
-    }
-
-    /// The segment file, for callers that send a region of it (sendfile).
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Reads whole batches from `start` (a batch boundary) up to `end`: only batches whose
     /// last offset is below `upper`, at most `budget` bytes, except that with `take_first`
     /// the first batch is returned whatever its size (KIP-74).

@@ -2,9 +2,6 @@
 //! polling until `min_bytes` is met or `max_wait_ms` passes, woken by high-watermark
 //! moves. Followers' fetches (a replica id) are served by `replica_fetch`.
 //!
-//! A partition's batches go out with sendfile where they allow it (`file_records`),
-//! else as bytes read from the segment.
-//!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which every client
 //! treats as "send full fetch requests"; that is allowed by the protocol and keeps the
 //! broker stateless per connection.
@@ -25,7 +22,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::file_records::{self, FileRecords};
 use crate::partition::Partition;
 use crate::topics::Topic;
 
@@ -33,11 +29,11 @@ use crate::topics::Topic;
 pub const VERSIONS: (i16, i16) = (4, 17);
 
 /// The most one partition contributes to one response (a whole first batch excepted,
-/// KIP-74). Bytes that cannot go out with sendfile are read into memory, and a read of
-/// tens of MiB costs a fresh allocation whose pages fault in on every fetch (measured:
-/// 1.2 CPU-s/GB with 50 MiB reads against 0.4 with 1 MiB) and delays the first byte
-/// until all of it is read. Returning less than a client allows is always within the
-/// protocol; the client simply fetches again.
+/// KIP-74). Kafka streams a partition's bytes with sendfile; we read them into memory,
+/// and a read of tens of MiB costs a fresh allocation whose pages fault in on every
+/// fetch (measured: 1.2 CPU-s/GB with 50 MiB reads against 0.4 with 1 MiB) and delays
+/// the first byte until all of it is read. Returning less than a client allows is
+/// always within the protocol; the client simply fetches again.
 pub(super) const MAX_READ_PER_PARTITION: usize = 4 * 1024 * 1024;
 
 /// Which topic a request entry names: by name before v13, by ID from v13.
@@ -47,21 +43,15 @@ pub(super) struct Wanted {
     pub(super) partitions: Vec<FetchPartition>,
 }
 
-/// Answers a Fetch; the response's stand-in records are the returned file regions.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: FetchRequest,
-    version: i16,
-) -> (FetchResponse, FileRecords) {
+pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
     // A client continuing a session we never created: tell it to start over. Epochs 0
     // (initial) and -1 (final) are full fetches, served whatever session id they name
     // (Kafka closes that session); any other epoch continues a session (KIP-227).
     if req.session_epoch != 0 && req.session_epoch != -1 {
-        let resp = FetchResponse {
+        return FetchResponse {
             error_code: ErrorCode::FetchSessionIdNotFound.code(),
             ..Default::default()
         };
-        return (resp, FileRecords::default());
     }
     // A follower's fetch: replica id in the request (before v15) or its ReplicaState.
     let (replica_id, replica_epoch) = if version >= 15 {
@@ -92,7 +82,7 @@ pub async fn handle(
         .min(broker.config.fetch_max_wait_cap_ms);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     if replica_id >= 0 {
-        let (responses, files) = super::replica_fetch::serve(
+        let responses = super::replica_fetch::serve(
             broker,
             &wanted,
             use_ids,
@@ -105,11 +95,10 @@ pub async fn handle(
             deadline,
         )
         .await;
-        let resp = FetchResponse {
+        return FetchResponse {
             responses,
             ..Default::default()
         };
-        return (resp, files);
     }
     loop {
         let topics: Vec<Option<Arc<Topic>>> = wanted
@@ -134,7 +123,7 @@ pub async fn handle(
                 }
             }
         }
-        let (responses, files, bytes, errors, limited) =
+        let (responses, bytes, errors, limited) =
             read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
         // Kafka counts the bytes available, not those returned: a read cut short by a
         // size limit while more is committed also answers at once.
@@ -145,38 +134,33 @@ pub async fn handle(
             || watchers.is_empty()
             || Instant::now() >= deadline;
         if done {
-            let resp = FetchResponse {
+            return FetchResponse {
                 responses,
                 ..Default::default()
             };
-            return (resp, files);
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline passed: answer with whatever is there now.
-            let (responses, files, ..) =
-                read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
-            let resp = FetchResponse {
+            let (responses, ..) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+            return FetchResponse {
                 responses,
                 ..Default::default()
             };
-            return (resp, files);
         }
     }
 }
 
-/// Reads every requested partition once. Returns the topics, the file regions behind
-/// their stand-in records, the record bytes, whether any partition failed (an error
-/// answers the fetch at once, as in Kafka), and whether a size limit left committed
-/// data unread.
+/// Reads every requested partition once. Returns the topics, the record bytes, whether
+/// any partition failed (an error answers the fetch at once, as in Kafka), and whether
+/// a size limit left committed data unread.
 fn read_all(
     wanted: &[Wanted],
     topics: &[Option<Arc<Topic>>],
     use_ids: bool,
     read_committed: bool,
     max_bytes: usize,
-) -> (Vec<FetchableTopicResponse>, FileRecords, usize, bool, bool) {
-    let mut files = FileRecords::default();
+) -> (Vec<FetchableTopicResponse>, usize, bool, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let mut limited = false;
@@ -196,19 +180,19 @@ fn read_all(
                     // one whole batch so that a large batch can never wedge a consumer.
                     let limit = partition_limit(fp, max_bytes, total);
                     let hw = p.high_watermark();
-                    read_partition(p, fp, limit, total == 0, read_committed, hw, &mut files)
+                    read_partition(p, fp, limit, total == 0, read_committed, hw)
                 }
             };
             if data.error_code != ErrorCode::None.code() {
                 errors = true;
             }
-            limited |= stopped_short(&data, &files);
+            limited |= stopped_short(&data);
             total += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
         out.push(topic_response(w, use_ids, partitions));
     }
-    (out, files, total, errors, limited)
+    (out, total, errors, limited)
 }
 
 /// Bytes one partition may return: what the response has left of `max_bytes` after
@@ -239,23 +223,17 @@ pub(super) fn topic_response(
 
 /// True when the records returned end before the high watermark: a limit, not the end
 /// of committed data, stopped the read (or the budget was spent before this partition).
-/// `files` holds the region behind the records if they are a stand-in (the partition
-/// just read).
-fn stopped_short(data: &PartitionData, files: &FileRecords) -> bool {
+fn stopped_short(data: &PartitionData) -> bool {
     if data.error_code != ErrorCode::None.code() {
         return false;
     }
     let Some(records) = data.records.as_ref() else {
         return false;
     };
-    let end = if FileRecords::is_stand_in(records) {
-        files.last().map(|f| f.next_offset())
-    } else {
-        BatchIter::new(records)
-            .filter_map(Result::ok)
-            .last()
-            .map(|(h, _)| h.next_offset())
-    };
+    let end = BatchIter::new(records)
+        .filter_map(Result::ok)
+        .last()
+        .map(|(h, _)| h.next_offset());
     end.is_some_and(|end| end < data.high_watermark)
 }
 
@@ -272,8 +250,7 @@ pub(super) fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
 }
 
 /// Reads one partition for a fetch: whole batches from `fp.fetch_offset` below `upto`
-/// (the high watermark for consumers, the log end offset for followers), as a file
-/// region taken into `files` when the batches allow (see `file_records`), else as bytes.
+/// (the high watermark for consumers, the log end offset for followers).
 pub(super) fn read_partition(
     p: &Partition,
     fp: &FetchPartition,
@@ -281,7 +258,6 @@ pub(super) fn read_partition(
     min_one: bool,
     read_committed: bool,
     upto: i64,
-    files: &mut FileRecords,
 ) -> PartitionData {
     if let Some(code) = check_leader_epoch(p, fp.current_leader_epoch) {
         return error_partition(fp.partition, code);
@@ -297,16 +273,6 @@ pub(super) fn read_partition(
         aborted_transactions: read_committed.then(Vec::new),
         ..Default::default()
     };
-    // A failed slice read falls through to `read`, which reports its own error.
-    let slice = p
-        .log
-        .read_slice(fp.fetch_offset, limit, upto, file_records::MIN_LEN);
-    if let Some(stand_in) = slice.ok().flatten().and_then(|s| files.stand_in(s)) {
-        return PartitionData {
-            records: Some(stand_in),
-            ..base
-        };
-    }
     match p.log.read(fp.fetch_offset, limit, upto, min_one) {
         Ok(r) => PartitionData {
             records: Some(r.records),

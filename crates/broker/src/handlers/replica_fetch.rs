@@ -17,7 +17,6 @@ use super::fetch::{
     check_leader_epoch, error_partition, partition_limit, read_partition, topic_response, Wanted,
 };
 use crate::broker::{now_ms, Broker};
-use crate::file_records::FileRecords;
 use crate::topics::Topic;
 
 /// Who is fetching.
@@ -36,7 +35,7 @@ pub(super) async fn serve(
     max_bytes: usize,
     min_bytes: usize,
     deadline: Instant,
-) -> (Vec<FetchableTopicResponse>, FileRecords) {
+) -> Vec<FetchableTopicResponse> {
     let topics: Vec<Option<Arc<Topic>>> = wanted
         .iter()
         .map(|w| {
@@ -82,17 +81,15 @@ pub(super) async fn serve(
                 }
             }
         }
-        let (responses, files, bytes, errors) =
-            read_all(wanted, &topics, use_ids, max_bytes, &refused);
+        let (responses, bytes, errors) = read_all(wanted, &topics, use_ids, max_bytes, &refused);
         let done =
             bytes >= min_bytes || errors || watchers.is_empty() || Instant::now() >= deadline;
         if done {
-            return (responses, files);
+            return responses;
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            let (responses, files, ..) = read_all(wanted, &topics, use_ids, max_bytes, &refused);
-            return (responses, files);
+            return read_all(wanted, &topics, use_ids, max_bytes, &refused).0;
         }
     }
 }
@@ -103,8 +100,7 @@ fn read_all(
     use_ids: bool,
     max_bytes: usize,
     refused: &[(usize, i32, ErrorCode)],
-) -> (Vec<FetchableTopicResponse>, FileRecords, usize, bool) {
-    let mut files = FileRecords::default();
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut total = 0usize;
     let mut errors = false;
     let mut out = Vec::with_capacity(wanted.len());
@@ -128,7 +124,7 @@ fn read_all(
                 (None, Ok(p)) => {
                     let limit = partition_limit(fp, max_bytes, total);
                     let leo = p.log.log_end_offset();
-                    read_partition(p, fp, limit, total == 0, false, leo, &mut files)
+                    read_partition(p, fp, limit, total == 0, false, leo)
                 }
             };
             if data.error_code != ErrorCode::None.code() {
@@ -139,5 +135,5 @@ fn read_all(
         }
         out.push(topic_response(w, use_ids, partitions));
     }
-    (out, files, total, errors)
+    (out, total, errors)
 }

@@ -36,10 +36,8 @@ mod compact;
 mod delete;
 mod durability;
 mod read;
-mod slice;
 
 pub use compact::CompactionOutcome;
-pub use slice::FileSlice;
 
 /// What an append stored.
 ///

@@ -9,7 +9,6 @@ mod epochs;
 mod manager;
 mod producer_state;
 mod retention;
-mod slice;
 mod timestamps;
 
 use std::path::Path;
