@@ -56,6 +56,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         bail!("{USAGE}");
     };
     match command.as_str() {
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
         "up" => up(root, &dir, rest),
         "status" => no_args(rest).and_then(|()| status(&dir)),
         "down" => no_args(rest).and_then(|()| down(&dir)),
@@ -215,6 +219,12 @@ fn up(root: &Path, dir: &Path, args: &[String]) -> Result<()> {
             ("--default-replication-factor", replication.to_string()),
             ("--min-insync-replicas", min_insync.to_string()),
         ] {
+            // A flag given after `--` replaces the default rather than repeating it
+            // (sluice refuses a flag given twice).
+            let given = |a: &String| a == flag || a.starts_with(&format!("{flag}="));
+            if extra.iter().any(given) {
+                continue;
+            }
             argv.push(flag.into());
             argv.push(value);
         }
