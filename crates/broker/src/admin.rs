@@ -198,9 +198,7 @@ impl Broker {
             other => Err(refused(other)),
         }
     }
-}
 
-impl Broker {
     /// Writes the record `make` builds from the current image. With `placed` (the
     /// replicas were chosen by placement, not named by the request), a refusal because
     /// every replica of a partition is fenced means a broker was fenced between reading
