@@ -1,7 +1,9 @@
 //! Splitting an append's buffer into whole batches, and the per-batch facts the log keeps.
 
+use bytes::Bytes;
 use sluice_protocol::records::{
-    verify_crc, BatchIter, RecordBatchHeader, RecordsError, TimestampType,
+    decode_records, verify_crc, BatchIter, EndTxnMarker, RecordBatchHeader, RecordsError,
+    TimestampType,
 };
 
 use crate::error::StorageError;
@@ -21,6 +23,11 @@ pub(crate) struct BatchInfo {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// Part of a transaction (KIP-98).
+    pub transactional: bool,
+    /// A control batch; `marker` is set when it is a readable COMMIT or ABORT marker.
+    pub control: bool,
+    pub marker: Option<EndTxnMarker>,
 }
 
 impl BatchInfo {
@@ -36,7 +43,20 @@ impl BatchInfo {
             producer_id: h.producer_id,
             producer_epoch: h.producer_epoch,
             base_sequence: h.base_sequence,
+            transactional: h.is_transactional(),
+            control: h.is_control(),
+            marker: None,
         }
+    }
+
+    /// As [`Self::from_header`], reading the transaction marker of a control batch from
+    /// `batch` (the whole batch's bytes).
+    pub(crate) fn with_marker(h: &RecordBatchHeader, position: u64, batch: &[u8]) -> Self {
+        let mut info = Self::from_header(h, position);
+        if info.control {
+            info.marker = read_marker(batch);
+        }
+        info
     }
 
     // Saturating: a base offset near i64::MAX (outside the CRC, so a flipped bit can
@@ -64,6 +84,15 @@ impl BatchInfo {
     }
 }
 
+/// The COMMIT or ABORT marker a control batch holds; `None` for other control records
+/// and for a batch that does not decode (it is then kept but means nothing to the
+/// producer state, as Kafka skips control records of unknown types).
+fn read_marker(batch: &[u8]) -> Option<EndTxnMarker> {
+    // Control batches are one small uncompressed record: copying it is cheap.
+    let records = decode_records(&Bytes::copy_from_slice(batch), batch.len()).ok()?;
+    EndTxnMarker::from_record(records.first()?).ok().flatten()
+}
+
 /// Splits `buf` into whole batches. Any malformed or partial batch, a negative
 /// `lastOffsetDelta`, or (if `check_crc`) a CRC mismatch fails the whole append.
 pub(crate) fn parse_batches(buf: &[u8], check_crc: bool) -> Result<Vec<BatchInfo>, StorageError> {
@@ -80,7 +109,10 @@ pub(crate) fn parse_batches(buf: &[u8], check_crc: bool) -> Result<Vec<BatchInfo
                 .unwrap_or(&[]);
             verify_crc(whole)?;
         }
-        out.push(BatchInfo::from_header(&header, position as u64));
+        let whole = buf
+            .get(position..position + header.total_size())
+            .unwrap_or(&[]);
+        out.push(BatchInfo::with_marker(&header, position as u64, whole));
     }
     if out.is_empty() {
         return Err(StorageError::EmptyAppend);

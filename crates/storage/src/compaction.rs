@@ -3,15 +3,16 @@
 //! how one batch is filtered. `log/compact.rs` drives a pass over a partition's segments.
 //!
 //! The rules follow Kafka's `LogCleaner` at segment granularity:
-//! - only closed segments lying wholly below the high watermark are cleaned (never the
-//!   active segment), and from the first dirty segment on, not one holding a record
+//! - only closed segments lying wholly below the last stable offset are cleaned (never
+//!   the active segment; an undecided transaction's records cannot be judged yet), and from the first dirty segment on, not one holding a record
 //!   younger than `min.compaction.lag.ms`;
 //! - a pass runs when dirty bytes / cleanable bytes exceed `min.cleanable.dirty.ratio`,
 //!   when the oldest dirty segment's first batch is older than `max.compaction.lag.ms`,
 //!   or when tombstones kept by an earlier pass have become removable;
 //! - a record is dropped when a later record (up to the high watermark, the active
 //!   segment included) has the same key; records without a key are dropped, as Kafka's
-//!   cleaner does; control batches are kept as they are;
+//!   cleaner does; control batches are kept as they are; the batches of aborted
+//!   transactions are dropped whole and their keys never shadow an older record;
 //! - a tombstone (null value) that is the latest for its key is dropped once its
 //!   segment was last appended to more than `delete.retention.ms` ago. Kafka 3.1+
 //!   (KIP-534) instead stamps a delete horizon into the batch on the first pass; the
@@ -27,6 +28,7 @@ use sluice_protocol::records::{decode_records, Record, RecordBatchBuilder, Recor
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::segment::Segment;
+use crate::transactions::AbortedTxn;
 
 /// Per-partition cleaner state, `cleaner-offset-checkpoint` in the partition directory
 /// (Kafka keeps one such file per data directory; per partition it is written without
@@ -224,6 +226,35 @@ impl OffsetMap {
     }
 }
 
+/// The offset ranges of aborted transactions, by producer id, for the cleaner.
+#[derive(Debug, Default)]
+pub(crate) struct AbortedRanges {
+    by_producer: HashMap<i64, Vec<(i64, i64)>>,
+}
+
+impl AbortedRanges {
+    pub(crate) fn new(aborted: &[AbortedTxn]) -> Self {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for a in aborted {
+            by_producer
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        Self { by_producer }
+    }
+
+    /// The batch holds data of an aborted transaction.
+    pub(crate) fn contains(&self, header: &RecordBatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.by_producer.get(&header.producer_id).is_some_and(|r| {
+                r.iter()
+                    .any(|&(first, last)| first <= header.base_offset && header.base_offset <= last)
+            })
+    }
+}
+
 /// The records of a data batch, or `None` for a batch kept as it is without looking
 /// inside: control batches, and (with a warning) batches that do not decode.
 fn records_of(batch: &Bytes, header: &RecordBatchHeader) -> Option<Vec<Record>> {
@@ -269,7 +300,8 @@ pub(crate) enum Filtered {
     Rewritten(Bytes),
 }
 
-/// Filters one batch against the key map. A record stays unless a later record has its
+/// Filters one batch against the key map. A batch of an aborted transaction goes whole.
+/// Otherwise a record stays unless a later record has its
 /// key, it has no key, or it is a tombstone and `drop_tombstones` (its segment is past
 /// `delete.retention.ms`). A rewritten batch is Kafka's `buildRetainedRecordsInto`: the
 /// same base offset, last offset delta, producer id, epoch and base sequence (so the
@@ -279,9 +311,14 @@ pub(crate) fn filter_batch(
     batch: &Bytes,
     header: &RecordBatchHeader,
     map: &OffsetMap,
+    aborted: &AbortedRanges,
     drop_tombstones: bool,
     stats: &mut FilterStats,
 ) -> Result<Filtered, StorageError> {
+    if aborted.contains(header) {
+        stats.records_removed += u64::try_from(header.records_count).unwrap_or(0);
+        return Ok(Filtered::Dropped);
+    }
     let Some(records) = records_of(batch, header) else {
         return Ok(Filtered::Unchanged);
     };

@@ -72,6 +72,22 @@ pub enum StorageError {
         first_sequence: i32,
         last_sequence: i32,
     },
+    /// A non-transactional batch from a producer whose transaction is open in this
+    /// partition (Kafka's INVALID_TXN_STATE); nothing was written.
+    #[error("producer {producer_id}: non-transactional write while its transaction from offset {txn_first_offset} is open")]
+    InvalidTxnState {
+        producer_id: i64,
+        txn_first_offset: i64,
+    },
+    /// A transaction marker from a coordinator epoch older than one the partition has
+    /// seen for the producer (Kafka's TRANSACTION_COORDINATOR_FENCED): a newer
+    /// coordinator took over the transaction.
+    #[error("producer {producer_id}: marker from coordinator epoch {coordinator_epoch}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     /// The log was closed or deleted; it accepts no more writes.
     #[error("log {0} is closed")]
     Closed(PathBuf),

@@ -28,6 +28,7 @@ mod retention;
 mod scan;
 mod segment;
 mod time_index;
+mod transactions;
 
 #[cfg(test)]
 mod tests;
@@ -42,3 +43,4 @@ pub use error::StorageError;
 pub use log::{AppendInfo, CompactionOutcome, PartitionLog, ReadResult, RetentionOutcome};
 pub use manager::{validate_topic, LogManager, TopicPartition};
 pub use producer_state::ProducerSnapshotEntry;
+pub use transactions::AbortedTxn;

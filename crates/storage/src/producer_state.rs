@@ -1,10 +1,14 @@
-//! Idempotent-producer state (KIP-98, without transactions): per producer id, its epoch
-//! and the sequence ranges of its last few batches, so that a leader deduplicates retried
-//! batches and rejects sequence gaps, plus the snapshot files that persist it.
+//! Producer state (KIP-98): per producer id, its epoch and the sequence ranges of its
+//! last few batches, so that a leader deduplicates retried batches and rejects sequence
+//! gaps; its open transaction and the coordinator epoch of its last marker; the
+//! partition's transactions ([`crate::transactions`]); and the snapshot files that
+//! persist all of it.
 //!
 //! The rules are Kafka's (`ProducerStateManager`, `ProducerAppendInfo.checkProducerEpoch`
-//! / `checkSequence`, `ProducerStateEntry.findDuplicateBatch`). Only batches with a
-//! producer id and a base sequence (both `>= 0`) take part; every other batch is ignored.
+//! / `checkSequence` / `appendEndTxnMarker`, `ProducerStateEntry.findDuplicateBatch`).
+//! Data batches take part when they carry a producer id and a base sequence (both
+//! `>= 0`); a transactional one opens its producer's transaction, which the producer's
+//! next COMMIT or ABORT marker (a control batch) ends. Every other batch is ignored.
 //!
 //! The state is a function of the log: followers and recovery apply the same updates the
 //! leader did (without validation), so whoever becomes leader deduplicates identically.
@@ -16,14 +20,20 @@
 //! above). Our own compact big-endian format:
 //!
 //! ```text
-//! version: i16 (= 1)
+//! version: i16 (= 2)
 //! crc: u32            CRC-32C of every byte after this field
 //! offset: i64         the offset in the file name (checked on load)
 //! count: u32          number of producers, then per producer:
-//!   producer_id: i64, epoch: i16, last_timestamp: i64, batches: u8 (1..=5), then per
+//!   producer_id: i64, epoch: i16, last_timestamp: i64, coordinator_epoch: i32,
+//!   txn_first_offset: i64 (-1: no open transaction), batches: u8 (0..=5), then per
 //!   batch (oldest first): first_seq: i32, last_seq: i32, first_offset: i64,
 //!   last_offset: i64, max_timestamp: i64
+//! aborted: u32        number of aborted transactions, then per one (marker order):
+//!   producer_id: i64, first_offset: i64, last_offset: i64, last_stable_offset: i64
 //! ```
+//!
+//! Version 1 (written before transactions) lacks the two transaction fields and the
+//! aborted list, and has at least one batch per producer; it is still read.
 //!
 //! A snapshot that is missing, unreadable or fails its checks is skipped (and deleted):
 //! loading falls back to an older one, or to a scan of the whole log, and never fails.
@@ -34,11 +44,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sluice_protocol::records::EndTxnMarker;
+
 use crate::batches::BatchInfo;
 use crate::checkpoint::TMP_SUFFIX;
 use crate::error::{IoContext, StorageError};
 use crate::fileio::{parse_segment_file, segment_file, sync_dir};
 use crate::segment::Segment;
+use crate::transactions::{AbortedTxn, CompletedTxn, Transactions};
 
 /// How many of a producer's latest batches are remembered for deduplication. Kafka's
 /// `NUM_BATCHES_TO_RETAIN`, which is why a producer allows at most five in-flight requests
@@ -53,23 +66,33 @@ pub(crate) const SNAPSHOT_EXT: &str = "snapshot";
 /// rather than a scan of the whole log.
 const SNAPSHOTS_KEPT: usize = 2;
 
-const SNAPSHOT_VERSION: i16 = 1;
+const SNAPSHOT_VERSION: i16 = 2;
+/// The format before transactions, still read.
+const SNAPSHOT_VERSION_1: i16 = 1;
 /// version + crc.
 const CRC_END: usize = 6;
-const PRODUCER_FIXED: usize = 8 + 2 + 8 + 1;
+const PRODUCER_FIXED: usize = 8 + 2 + 8 + 4 + 8 + 1;
 const BATCH_SIZE: usize = 4 + 4 + 8 + 8 + 8;
+const ABORTED_SIZE: usize = 4 * 8;
+/// No coordinator epoch seen yet (Kafka's `RecordBatch.NO_PARTITION_LEADER_EPOCH`).
+const NO_COORDINATOR_EPOCH: i32 = -1;
 
 /// One producer as DescribeProducers reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerSnapshotEntry {
     pub producer_id: i64,
     pub producer_epoch: i16,
-    /// Sequence of the last record of the producer's last batch.
+    /// Sequence of the last record of the producer's last batch (-1: no batch cached,
+    /// e.g. only a marker seen since its epoch began).
     pub last_sequence: i32,
-    /// `maxTimestamp` of the producer's last batch (what expiry measures from).
+    /// `maxTimestamp` of the producer's last batch or marker (what expiry measures from).
     pub last_timestamp: i64,
-    /// Offset of the first record of the producer's last batch.
+    /// Offset of the first record of the producer's last batch (-1: none).
     pub last_batch_first_offset: i64,
+    /// Coordinator epoch of the producer's last transaction marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 /// Where one of a producer's batches went.
@@ -85,9 +108,13 @@ pub(crate) struct BatchMetadata {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
-    /// Oldest first, never empty, at most [`MAX_CACHED_BATCHES`], all of `epoch`.
+    /// Oldest first, at most [`MAX_CACHED_BATCHES`], all of `epoch`. Empty when the
+    /// producer's epoch was set by a marker and it wrote nothing since.
     batches: VecDeque<BatchMetadata>,
     last_timestamp: i64,
+    coordinator_epoch: i32,
+    /// First offset of the open transaction, if one is open.
+    txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
@@ -106,12 +133,27 @@ impl ProducerEntry {
             .copied()
     }
 
-    /// Kafka's `ProducerStateEntry.addBatch`: a new epoch forgets the old epoch's batches.
-    fn add(&mut self, epoch: i16, meta: BatchMetadata) {
+    fn new(epoch: i16, last_timestamp: i64) -> Self {
+        Self {
+            epoch,
+            batches: VecDeque::new(),
+            last_timestamp,
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            txn_first_offset: None,
+        }
+    }
+
+    /// Kafka's `maybeUpdateProducerEpoch`: a new epoch forgets the old epoch's batches.
+    fn set_epoch(&mut self, epoch: i16) {
         if epoch != self.epoch {
             self.epoch = epoch;
             self.batches.clear();
         }
+    }
+
+    /// Kafka's `ProducerStateEntry.addBatch`.
+    fn add(&mut self, epoch: i16, meta: BatchMetadata) {
+        self.set_epoch(epoch);
         self.batches.push_back(meta);
         while self.batches.len() > MAX_CACHED_BATCHES {
             self.batches.pop_front();
@@ -165,10 +207,11 @@ pub(crate) enum Validated {
     Duplicate(BatchMetadata),
 }
 
-/// Every producer's state, as of the current log end.
+/// Every producer's state and the partition's transactions, as of the current log end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ProducerState {
     producers: BTreeMap<i64, ProducerEntry>,
+    txns: Transactions,
 }
 
 impl ProducerState {
@@ -182,6 +225,31 @@ impl ProducerState {
         // Only the producers this call touches are copied.
         let mut pending: BTreeMap<i64, Option<ProducerEntry>> = BTreeMap::new();
         for b in batches {
+            if b.producer_id < 0 {
+                continue;
+            }
+            if let Some(marker) = b.marker {
+                let entry = pending
+                    .entry(b.producer_id)
+                    .or_insert_with(|| self.producers.get(&b.producer_id).cloned());
+                if let Some(e) = entry.as_ref() {
+                    check_marker(e, b.producer_id, b.producer_epoch, marker)?;
+                }
+                end_txn(entry, b.producer_epoch, marker, b.max_timestamp);
+                continue;
+            }
+            if let Some(Some(e)) = pending
+                .get(&b.producer_id)
+                .map(Option::as_ref)
+                .or_else(|| Some(self.producers.get(&b.producer_id)))
+            {
+                if let (Some(first), false) = (e.txn_first_offset, b.transactional) {
+                    return Err(StorageError::InvalidTxnState {
+                        producer_id: b.producer_id,
+                        txn_first_offset: first,
+                    });
+                }
+            }
             let Some(p) = idempotent(b) else { continue };
             let entry = pending
                 .entry(p.producer_id)
@@ -202,6 +270,9 @@ impl ProducerState {
             }
             // Offsets are not known yet and do not matter for checking later batches.
             apply(entry, &p, b.max_timestamp, -1, -1);
+            if let (Some(e), true) = (entry.as_mut(), b.transactional) {
+                e.txn_first_offset.get_or_insert(-1);
+            }
         }
         Ok(Validated::Append)
     }
@@ -215,6 +286,25 @@ impl ProducerState {
     }
 
     pub(crate) fn update_one(&mut self, b: &BatchInfo) {
+        if b.producer_id < 0 {
+            return;
+        }
+        if let Some(marker) = b.marker {
+            let mut entry = self.producers.remove(&b.producer_id);
+            let first = end_txn(&mut entry, b.producer_epoch, marker, b.max_timestamp);
+            if let Some(e) = entry {
+                self.producers.insert(b.producer_id, e);
+            }
+            // A marker with no open transaction here (the partition was added to the
+            // transaction but got no data) is a transaction of just the marker, as in Kafka.
+            self.txns.complete(CompletedTxn {
+                producer_id: b.producer_id,
+                first_offset: first.unwrap_or(b.base_offset),
+                last_offset: b.base_offset,
+                aborted: !marker.commit,
+            });
+            return;
+        }
         let Some(p) = idempotent(b) else { return };
         let mut entry = self.producers.remove(&p.producer_id);
         apply(
@@ -224,17 +314,43 @@ impl ProducerState {
             b.base_offset,
             b.last_offset(),
         );
-        if let Some(e) = entry {
+        if let Some(mut e) = entry {
+            if b.transactional && e.txn_first_offset.is_none() {
+                e.txn_first_offset = Some(b.base_offset);
+                self.txns.begin(p.producer_id, b.base_offset);
+            }
             self.producers.insert(p.producer_id, e);
         }
     }
 
+    /// See [`Transactions::on_high_watermark`].
+    pub(crate) fn on_high_watermark(&mut self, hw: i64) {
+        self.txns.on_high_watermark(hw);
+    }
+
+    /// See [`Transactions::first_unstable_offset`].
+    pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
+        self.txns.first_unstable_offset()
+    }
+
+    /// See [`Transactions::aborted_between`].
+    pub(crate) fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.txns.aborted_between(from, upper)
+    }
+
+    /// See [`Transactions::drop_aborted_below`].
+    pub(crate) fn drop_aborted_below(&mut self, log_start_offset: i64) -> usize {
+        self.txns.drop_aborted_below(log_start_offset)
+    }
+
     /// Drops producers whose last batch is `expiration_ms` or more older than `now_ms`
-    /// (Kafka's `producer.id.expiration.ms`). Returns how many were dropped.
+    /// (Kafka's `producer.id.expiration.ms`), except those with an open transaction.
+    /// Returns how many were dropped.
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -246,23 +362,27 @@ impl ProducerState {
     pub(crate) fn entries(&self) -> Vec<ProducerSnapshotEntry> {
         self.producers
             .iter()
-            .filter_map(|(&pid, e)| {
-                let last = e.last()?;
-                Some(ProducerSnapshotEntry {
-                    producer_id: pid,
-                    producer_epoch: e.epoch,
-                    last_sequence: last.last_seq,
-                    last_timestamp: e.last_timestamp,
-                    last_batch_first_offset: last.first_offset,
-                })
+            .map(|(&pid, e)| ProducerSnapshotEntry {
+                producer_id: pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.last().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                last_batch_first_offset: e.last().map_or(-1, |b| b.first_offset),
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
             })
             .collect()
     }
 
     /// The snapshot file's bytes for the state at `offset`.
     pub(crate) fn encode(&self, offset: i64) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(CRC_END + 12 + self.producers.len() * (PRODUCER_FIXED + BATCH_SIZE));
+        let aborted = self.txns.aborted();
+        let mut out = Vec::with_capacity(
+            CRC_END
+                + 16
+                + self.producers.len() * (PRODUCER_FIXED + BATCH_SIZE)
+                + aborted.len() * ABORTED_SIZE,
+        );
         out.extend(SNAPSHOT_VERSION.to_be_bytes());
         out.extend([0u8; 4]);
         out.extend(offset.to_be_bytes());
@@ -271,6 +391,8 @@ impl ProducerState {
             out.extend(pid.to_be_bytes());
             out.extend(e.epoch.to_be_bytes());
             out.extend(e.last_timestamp.to_be_bytes());
+            out.extend(e.coordinator_epoch.to_be_bytes());
+            out.extend(e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend(b.first_seq.to_be_bytes());
@@ -279,6 +401,13 @@ impl ProducerState {
                 out.extend(b.last_offset.to_be_bytes());
                 out.extend(b.max_timestamp.to_be_bytes());
             }
+        }
+        out.extend((aborted.len() as u32).to_be_bytes());
+        for a in aborted {
+            out.extend(a.producer_id.to_be_bytes());
+            out.extend(a.first_offset.to_be_bytes());
+            out.extend(a.last_offset.to_be_bytes());
+            out.extend(a.last_stable_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(out.get(CRC_END..).unwrap_or(&[]));
         if let Some(field) = out.get_mut(2..CRC_END) {
@@ -290,21 +419,29 @@ impl ProducerState {
     /// Parses a snapshot file's bytes; `None` unless it is wholly valid and for `offset`.
     pub(crate) fn decode(buf: &[u8], offset: i64) -> Option<Self> {
         let mut r = Reader { buf, at: 0 };
-        if r.i16()? != SNAPSHOT_VERSION {
+        let version = r.i16()?;
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return None;
         }
+        let v2 = version == SNAPSHOT_VERSION;
         let crc = r.u32()?;
         if crc32c::crc32c(buf.get(CRC_END..)?) != crc || r.i64()? != offset {
             return None;
         }
         let count = r.u32()?;
         let mut producers = BTreeMap::new();
+        let mut txns = Transactions::default();
         for _ in 0..count {
             let pid = r.i64()?;
             let epoch = r.i16()?;
             let last_timestamp = r.i64()?;
+            let (coordinator_epoch, txn_first) = if v2 {
+                (r.i32()?, r.i64()?)
+            } else {
+                (NO_COORDINATOR_EPOCH, -1)
+            };
             let n = usize::from(r.u8()?);
-            if pid < 0 || n == 0 || n > MAX_CACHED_BATCHES {
+            if pid < 0 || (n == 0 && !v2) || n > MAX_CACHED_BATCHES || txn_first < -1 {
                 return None;
             }
             let mut batches = VecDeque::with_capacity(n);
@@ -317,16 +454,42 @@ impl ProducerState {
                     max_timestamp: r.i64()?,
                 });
             }
+            let txn_first_offset = (txn_first >= 0).then_some(txn_first);
+            if let Some(first) = txn_first_offset {
+                txns.begin(pid, first);
+            }
             let entry = ProducerEntry {
                 epoch,
                 batches,
                 last_timestamp,
+                coordinator_epoch,
+                txn_first_offset,
             };
             if producers.insert(pid, entry).is_some() {
                 return None;
             }
         }
-        (r.at == buf.len()).then_some(Self { producers })
+        if v2 {
+            let n = r.u32()?;
+            let mut aborted: Vec<AbortedTxn> = Vec::new();
+            for _ in 0..n {
+                let a = AbortedTxn {
+                    producer_id: r.i64()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                    last_stable_offset: r.i64()?,
+                };
+                if aborted
+                    .last()
+                    .is_some_and(|p| p.last_offset >= a.last_offset)
+                {
+                    return None;
+                }
+                aborted.push(a);
+            }
+            txns.set_aborted(aborted);
+        }
+        (r.at == buf.len()).then_some(Self { producers, txns })
     }
 }
 
@@ -360,6 +523,47 @@ fn check(e: &ProducerEntry, p: &Idempotent) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Kafka's `appendEndTxnMarker` checks for a marker written as leader: not from an older
+/// producer epoch, nor from an older coordinator epoch than the last marker's.
+fn check_marker(
+    e: &ProducerEntry,
+    producer_id: i64,
+    epoch: i16,
+    marker: EndTxnMarker,
+) -> Result<(), StorageError> {
+    if epoch < e.epoch {
+        return Err(StorageError::InvalidProducerEpoch {
+            producer_id,
+            producer_epoch: epoch,
+            current_epoch: e.epoch,
+        });
+    }
+    if marker.coordinator_epoch < e.coordinator_epoch {
+        return Err(StorageError::CoordinatorFenced {
+            producer_id,
+            coordinator_epoch: marker.coordinator_epoch,
+            current: e.coordinator_epoch,
+        });
+    }
+    Ok(())
+}
+
+/// Applies a marker to `entry` (creating it for a producer not seen here): the epoch
+/// and coordinator epoch move to the marker's and the open transaction ends. Returns
+/// the ended transaction's first offset, if one was open.
+fn end_txn(
+    entry: &mut Option<ProducerEntry>,
+    epoch: i16,
+    marker: EndTxnMarker,
+    timestamp: i64,
+) -> Option<i64> {
+    let e = entry.get_or_insert_with(|| ProducerEntry::new(epoch, timestamp));
+    e.set_epoch(epoch);
+    e.coordinator_epoch = marker.coordinator_epoch;
+    e.last_timestamp = timestamp;
+    e.txn_first_offset.take()
+}
+
 /// Adds batch `p` to `entry` (creating it for a new producer).
 fn apply(
     entry: &mut Option<ProducerEntry>,
@@ -378,11 +582,9 @@ fn apply(
     match entry {
         Some(e) => e.add(p.epoch, meta),
         None => {
-            *entry = Some(ProducerEntry {
-                epoch: p.epoch,
-                batches: VecDeque::from([meta]),
-                last_timestamp: max_timestamp,
-            });
+            let mut e = ProducerEntry::new(p.epoch, max_timestamp);
+            e.batches.push_back(meta);
+            *entry = Some(e);
         }
     }
 }
@@ -574,6 +776,9 @@ mod tests {
             producer_id: pid,
             producer_epoch: epoch,
             base_sequence: seq,
+            transactional: false,
+            control: false,
+            marker: None,
         }
     }
 
@@ -617,6 +822,8 @@ mod tests {
                 last_sequence: 13,
                 last_timestamp: 106,
                 last_batch_first_offset: 12,
+                coordinator_epoch: -1,
+                current_txn_start_offset: -1,
             }
         );
     }

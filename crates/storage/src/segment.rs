@@ -510,9 +510,9 @@ impl Segment {
     }
 
     /// Calls `f` for every batch whose last offset is `>= from` and whose base offset is
-    /// below `to`, in order, reading headers only (no CRC check: the data was recovered
-    /// when the log opened). Stops quietly at anything that is not a whole batch, which
-    /// recovery would have cut.
+    /// below `to`, in order, reading headers only (and the one record of a control
+    /// batch; no CRC check: the data was recovered when the log opened). Stops quietly
+    /// at anything that is not a whole batch, which recovery would have cut.
     pub(crate) fn scan_headers(
         &self,
         from: i64,
@@ -530,7 +530,14 @@ impl Segment {
                     if header.base_offset >= to {
                         return Ok(());
                     }
-                    f(&BatchInfo::from_header(&header, position));
+                    let info = if header.is_control() {
+                        // The marker is in the record: control batches are tiny.
+                        let batch = self.read_batch(position, &header)?;
+                        BatchInfo::with_marker(&header, position, &batch)
+                    } else {
+                        BatchInfo::from_header(&header, position)
+                    };
+                    f(&info);
                 }
                 Scanned::End => return Ok(()),
                 Scanned::Invalid { position, reason } => {

@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
-use sluice_protocol::records::{set_base_offset, set_partition_leader_epoch};
+use sluice_protocol::records::{
+    build_control_batch, set_base_offset, set_partition_leader_epoch, EndTxnMarker,
+};
 
 use super::{AppendInfo, Inner, PartitionLog};
 use crate::batches::{parse_batches, BatchInfo};
@@ -74,11 +76,31 @@ impl PartitionLog {
         }
         let rolled = self.append_locked(&mut inner, batches, &infos, first_offset, now_ms)?;
         inner.producers.update(&infos);
+        self.refresh_stable(&mut inner);
         if inner.epochs.assign(leader_epoch, first_offset) {
             inner.epochs_dirty = true;
             self.try_write_epoch_checkpoint(&mut inner);
         }
         self.finish_append(inner, &infos, rolled, now_ms)
+    }
+
+    /// Writes the COMMIT or ABORT marker ending `producer_id`'s transaction as leader
+    /// (WriteTxnMarkers). The marker is checked like a produced batch: a producer epoch
+    /// older than the partition's fails with [`StorageError::InvalidProducerEpoch`], a
+    /// coordinator epoch older than the producer's last marker's with
+    /// [`StorageError::CoordinatorFenced`].
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let batch =
+            build_control_batch(0, leader_epoch, producer_id, producer_epoch, now_ms, marker)?;
+        let mut bytes = batch.to_vec();
+        self.append_as_leader(&mut bytes, leader_epoch, now_ms)
     }
 
     /// Appends batches fetched from the leader, keeping their offsets and epochs. Each
@@ -107,6 +129,7 @@ impl PartitionLog {
         let roll_base = infos.first().map_or(expected, |b| b.base_offset);
         let rolled = self.append_locked(&mut inner, batches, &infos, roll_base, now_ms)?;
         inner.producers.update(&infos);
+        self.refresh_stable(&mut inner);
         let mut changed = false;
         for b in &infos {
             changed |= inner.epochs.assign(b.leader_epoch, b.base_offset);

@@ -30,8 +30,8 @@ use super::{Inner, PartitionLog};
 use crate::batches::BatchInfo;
 use crate::checkpoint;
 use crate::compaction::{
-    self, CleanReason, CleanStat, CleanerCheckpoint, FilterStats, Filtered, OffsetMap,
-    SegmentBatches, CLEANER_CHECKPOINT_FILE, MAX_MAP_BYTES,
+    self, AbortedRanges, CleanReason, CleanStat, CleanerCheckpoint, FilterStats, Filtered,
+    OffsetMap, SegmentBatches, CLEANER_CHECKPOINT_FILE, MAX_MAP_BYTES,
 };
 use crate::error::{IoContext, StorageError};
 use crate::fileio::{cleaned_file, segment_file, sync_dir};
@@ -87,6 +87,7 @@ enum Swapped {
 /// What cleaning one segment needs to know.
 struct CleanJob<'a> {
     map: &'a OffsetMap,
+    aborted: &'a AbortedRanges,
     /// The segment is past `delete.retention.ms`: its latest-for-key tombstones go too.
     drop_tombstones: bool,
     /// Write an empty rewrite rather than report [`Cleaned::Empty`] (the first segment
@@ -187,13 +188,17 @@ impl PartitionLog {
     /// (`reason: None`) means nothing was due.
     pub fn compact(&self, now_ms: i64) -> Result<CompactionOutcome, StorageError> {
         let _cleaning = locks::lock(&self.cleaner_lock);
-        let (config, generation, state, segments) = {
+        // Cleaning stops at the last stable offset, as Kafka's first uncleanable offset:
+        // below it every transaction is decided, so the aborted ones are all known.
+        let hw = self.last_stable_offset();
+        let (config, generation, state, segments, aborted) = {
             let inner = self.lock_open()?;
             (
                 inner.config.clone(),
                 inner.generation,
                 inner.cleaner,
                 inner.segments.clone(),
+                AbortedRanges::new(&inner.producers.aborted_between(i64::MIN, hw)),
             )
         };
         let mut outcome = CompactionOutcome::default();
@@ -202,7 +207,6 @@ impl PartitionLog {
         }
         let lso = self.log_start_offset();
         let leo = self.log_end_offset();
-        let hw = self.high_watermark();
         // Kafka: a checkpoint outside the log (data lost, or the start moved past it)
         // means cleaning from the start.
         let first_dirty = if state.first_dirty_offset < lso || state.first_dirty_offset > leo {
@@ -240,7 +244,7 @@ impl PartitionLog {
         };
         outcome.reason = Some(plan.reason);
 
-        let (map, map_end) = self.build_map(&segments, first_dirty, hw)?;
+        let (map, map_end) = self.build_map(&segments, first_dirty, hw, &aborted)?;
         outcome.keys_mapped = map.len();
         // Clean only what the map covers, in whole segments (the map always covers the
         // clean section and the first dirty segment).
@@ -261,6 +265,7 @@ impl PartitionLog {
             let mut filtered = FilterStats::default();
             let job = CleanJob {
                 map: &map,
+                aborted: &aborted,
                 drop_tombstones,
                 keep_empty: i == 0,
                 interval,
@@ -328,13 +333,15 @@ impl PartitionLog {
         Ok(outcome)
     }
 
-    /// The latest offset of each key in `[first_dirty, hw)`, and where the map stops:
-    /// `hw`, or the base offset of the segment at which it outgrew [`MAX_MAP_BYTES`].
+    /// The latest offset of each key in `[first_dirty, hw)` outside aborted transactions,
+    /// and where the map stops: `hw`, or the base offset of the segment at which it
+    /// outgrew [`MAX_MAP_BYTES`].
     fn build_map(
         &self,
         segments: &[Arc<Segment>],
         first_dirty: i64,
         hw: i64,
+        aborted: &AbortedRanges,
     ) -> Result<(OffsetMap, i64), StorageError> {
         let mut map = OffsetMap::default();
         let mut scanned_any = false;
@@ -358,6 +365,9 @@ impl PartitionLog {
                 if header.base_offset >= hw {
                     break;
                 }
+                if aborted.contains(&header) {
+                    continue;
+                }
                 compaction::map_keys(&mut map, &batch, &header, hw);
             }
         }
@@ -375,8 +385,14 @@ impl PartitionLog {
         let mut writer: Option<CleanedWriter> = None;
         let mut batches = SegmentBatches::new(seg, 0, seg.size());
         while let Some((header, position, batch)) = batches.next_batch()? {
-            let filtered =
-                compaction::filter_batch(&batch, &header, job.map, job.drop_tombstones, stats)?;
+            let filtered = compaction::filter_batch(
+                &batch,
+                &header,
+                job.map,
+                job.aborted,
+                job.drop_tombstones,
+                stats,
+            )?;
             if writer.is_none() && matches!(filtered, Filtered::Unchanged) {
                 continue;
             }

@@ -38,6 +38,8 @@ impl PartitionLog {
             .count();
         self.remove_oldest(&mut inner, n)?;
         self.delete_snapshots_below(offset)?;
+        inner.producers.drop_aborted_below(offset);
+        self.refresh_stable(&mut inner);
         if inner.epochs.truncate_from_start(offset) {
             inner.epochs_dirty = true;
             self.write_epoch_checkpoint(&mut inner)?;
@@ -108,6 +110,8 @@ impl PartitionLog {
             }
             outcome.deleted_bytes = self.remove_oldest(&mut inner, n)?;
             self.delete_snapshots_below(new_start)?;
+            inner.producers.drop_aborted_below(new_start);
+            self.refresh_stable(&mut inner);
             if inner.epochs.truncate_from_start(new_start) {
                 inner.epochs_dirty = true;
                 self.write_epoch_checkpoint(&mut inner)?;
@@ -144,6 +148,7 @@ impl PartitionLog {
         // A snapshot may predate expirations already applied in memory.
         state.remove_expired(inner.last_now_ms, inner.config.producer_id_expiration_ms);
         inner.producers = state;
+        self.refresh_stable(inner);
         Ok(())
     }
 
@@ -239,6 +244,7 @@ impl PartitionLog {
         // Nothing of the old log remains, so no producer is known any more.
         producer_state::delete_snapshots(&self.dir, |_| true)?;
         inner.producers = ProducerState::default();
+        self.refresh_stable(inner);
         self.write_offsets_checkpoint()?;
         tracing::debug!(dir = %self.dir.display(), offset, "log truncated fully");
         Ok(())

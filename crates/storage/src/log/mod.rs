@@ -12,9 +12,11 @@
 //! caller's thread, under `inner`. Compaction reads and rewrites outside `inner` (one
 //! pass at a time, under `cleaner_lock`) and takes it only to swap a segment in.
 //!
-//! Idempotent-producer state ([`crate::producer_state`]) lives in `inner` too: a leader
-//! append validates against it and updates it under the same lock as the write, so
-//! checking a sequence and storing the batch are one step.
+//! Producer state ([`crate::producer_state`]) lives in `inner` too: a leader append
+//! validates against it and updates it under the same lock as the write, so checking a
+//! sequence and storing the batch are one step. The first offset of an undecided
+//! transaction is published in an atomic beside the high watermark, so readers get the
+//! last stable offset without the lock; both are updated under `inner`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -30,6 +32,7 @@ use crate::locks;
 use crate::producer_state::{self, ProducerSnapshotEntry, ProducerState};
 use crate::recovery;
 use crate::segment::Segment;
+use crate::transactions::AbortedTxn;
 
 mod append;
 mod compact;
@@ -120,6 +123,9 @@ pub struct PartitionLog {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     high_watermark: AtomicI64,
+    /// The producer state's first unstable offset (`i64::MAX`: none), see
+    /// [`PartitionLog::last_stable_offset`].
+    first_unstable_offset: AtomicI64,
     recovery_point: AtomicI64,
     flush_lock: Mutex<()>,
     checkpoint_lock: Mutex<()>,
@@ -158,12 +164,15 @@ impl PartitionLog {
             loaded.log_end_offset,
         )?;
         producers.remove_expired(now_ms, config.producer_id_expiration_ms);
+        producers.on_high_watermark(loaded.high_watermark);
+        let first_unstable = producers.first_unstable_offset().unwrap_or(i64::MAX);
         let log = Self {
             dir: dir.to_path_buf(),
             view: RwLock::new(Arc::new(loaded.segments.clone())),
             log_start_offset: AtomicI64::new(loaded.log_start_offset),
             log_end_offset: AtomicI64::new(loaded.log_end_offset),
             high_watermark: AtomicI64::new(loaded.high_watermark),
+            first_unstable_offset: AtomicI64::new(first_unstable),
             recovery_point: AtomicI64::new(loaded.recovery_point),
             inner: Mutex::new(Inner {
                 config,
@@ -229,11 +238,12 @@ impl PartitionLog {
     /// the value stored. It is checkpointed by the next flush, close or
     /// [`Self::write_checkpoints`].
     pub fn set_high_watermark(&self, high_watermark: i64) -> i64 {
-        let _inner = locks::lock(&self.inner);
+        let mut inner = locks::lock(&self.inner);
         let hw = high_watermark
             .min(self.log_end_offset())
             .max(self.log_start_offset());
         self.high_watermark.store(hw, Ordering::Release);
+        self.refresh_stable(&mut inner);
         hw
     }
 
@@ -241,12 +251,39 @@ impl PartitionLog {
     /// never back: concurrent appenders may report their end offsets out of order.
     /// Returns the value now stored.
     pub fn advance_high_watermark(&self, high_watermark: i64) -> i64 {
-        let _inner = locks::lock(&self.inner);
+        let mut inner = locks::lock(&self.inner);
         let hw = high_watermark
             .min(self.log_end_offset())
             .max(self.high_watermark.load(Ordering::Acquire));
         self.high_watermark.store(hw, Ordering::Release);
+        self.refresh_stable(&mut inner);
         hw
+    }
+
+    /// The last stable offset (KIP-98): the high watermark, or the first offset of a
+    /// transaction not yet decided below it if that is lower (never below the log start
+    /// offset). `read_committed` consumers read only below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let first_unstable = self.first_unstable_offset.load(Ordering::Acquire);
+        self.high_watermark()
+            .min(first_unstable)
+            .max(self.log_start_offset())
+    }
+
+    /// The aborted transactions with a record in `[from, upper)`, for a `read_committed`
+    /// fetch of that range (Kafka's `collectAbortedTransactions`).
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        locks::lock(&self.inner)
+            .producers
+            .aborted_between(from, upper)
+    }
+
+    /// Lets the producer state see the current high watermark and republishes its first
+    /// unstable offset; called under `inner` after anything that moves either.
+    fn refresh_stable(&self, inner: &mut Inner) {
+        inner.producers.on_high_watermark(self.high_watermark());
+        let first = inner.producers.first_unstable_offset().unwrap_or(i64::MAX);
+        self.first_unstable_offset.store(first, Ordering::Release);
     }
 
     /// Every offset below this is known to be on disk (fsynced).

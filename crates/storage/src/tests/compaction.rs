@@ -852,3 +852,57 @@ proptest! {
         prop_assert_eq!(stored(&log), live);
     }
 }
+
+#[test]
+fn aborted_transactions_are_dropped_and_do_not_shadow_older_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_at(dir.path(), compact_config());
+    put(&log, &[(Some("k"), Some("committed"))], T0);
+    let mut aborted = RecordBatchBuilder::new()
+        .producer(5, 0, 0)
+        .transactional(true);
+    aborted.push(T0, Some(b"k"), Some(b"aborted"), &[]).unwrap();
+    let mut b = aborted.build().unwrap().to_vec();
+    log.append_as_leader(&mut b, 0, T0).unwrap();
+    let abort = EndTxnMarker {
+        coordinator_epoch: 0,
+        commit: false,
+    };
+    log.append_txn_marker(5, 0, abort, 0, T0).unwrap();
+    put(&log, &[(Some("other"), Some("x"))], T0);
+    roll(&log, T0);
+    let out = log.compact(T0 + 100).unwrap();
+    assert_eq!(out.records_removed, 1, "{out:?}");
+    assert_eq!(
+        stored(&log),
+        vec![rec(0, "k", Some("committed")), rec(3, "other", Some("x"))]
+    );
+    // The marker stays, so the abort is still known after a rescan.
+    assert_eq!(log.aborted_transactions(0, 4).len(), 1);
+}
+
+#[test]
+fn an_open_transaction_bounds_what_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_at(dir.path(), compact_config());
+    put(&log, &[(Some("k"), Some("v1"))], T0);
+    let mut open_txn = RecordBatchBuilder::new()
+        .producer(5, 0, 0)
+        .transactional(true);
+    open_txn.push(T0, Some(b"k"), Some(b"v2"), &[]).unwrap();
+    let mut b = open_txn.build().unwrap().to_vec();
+    log.append_as_leader(&mut b, 0, T0).unwrap();
+    put(&log, &[(Some("k"), Some("v3"))], T0);
+    roll(&log, T0);
+    assert_eq!(log.last_stable_offset(), 1);
+    log.compact(T0 + 100).unwrap();
+    // Nothing at or above the open transaction may decide what survives.
+    assert_eq!(
+        stored(&log),
+        vec![
+            rec(0, "k", Some("v1")),
+            rec(1, "k", Some("v2")),
+            rec(2, "k", Some("v3"))
+        ]
+    );
+}

@@ -10,6 +10,7 @@ mod manager;
 mod producer_state;
 mod retention;
 mod timestamps;
+mod transactions;
 
 use std::path::Path;
 

@@ -120,6 +120,8 @@ fn in_sequence_appends_and_retries_of_the_last_five() {
             last_sequence: 11,
             last_timestamp: 1_000,
             last_batch_first_offset: 10,
+            coordinator_epoch: -1,
+            current_txn_start_offset: -1,
         }]
     );
     // And the next in sequence goes on.
