@@ -26,10 +26,10 @@ use sluice_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use sluice_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, ProduceRequest, ProduceResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, InitProducerIdRequest,
+    InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, ProduceRequest, ProduceResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
 
@@ -509,4 +509,41 @@ pub fn api_versions(c: &mut RawClient) -> ApiVersionsResponse {
             client_software_version: "1".into(),
         },
     )
+}
+
+/// InitProducerId v4 without a transactional id: a fresh producer id at epoch 0.
+pub fn init_producer_id(c: &mut RawClient) -> i64 {
+    let req = InitProducerIdRequest {
+        transactional_id: None,
+        transaction_timeout_ms: 60_000,
+        producer_id: -1,
+        producer_epoch: -1,
+    };
+    let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
+    assert_eq!(resp.error_code, 0);
+    assert_eq!(resp.producer_epoch, 0);
+    resp.producer_id
+}
+
+/// One idempotent batch of `values` from producer `pid` (epoch 0) starting at `seq`.
+pub fn idempotent_batch(pid: i64, seq: i32, values: &[&[u8]]) -> Bytes {
+    producer_batch(pid, 0, seq, false, values)
+}
+
+/// One batch of `values` from producer `pid`/`epoch` starting at `seq`, transactional
+/// or not.
+pub fn producer_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    transactional: bool,
+    values: &[&[u8]],
+) -> Bytes {
+    let mut b = RecordBatchBuilder::new()
+        .producer(pid, epoch, seq)
+        .transactional(transactional);
+    for v in values {
+        b.push(now_ms(), None, Some(v), &[]).unwrap();
+    }
+    b.build().unwrap()
 }

@@ -55,6 +55,8 @@ const MATRIX: &[(ApiKey, i16, i16)] = &[
     // Exercised across a cluster in leadership.rs (they need several brokers).
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // Transactions; exercised in transactions.rs.
+    (ApiKey::WriteTxnMarkers, 0, 1),
     // ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) are not advertised
     // until implemented: the match below is exact.
 ];

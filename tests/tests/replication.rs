@@ -12,16 +12,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_protocol::api::ApiKey;
-use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::produce_response::PartitionProduceResponse;
-use sluice_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ProduceResponse,
-};
-use sluice_protocol::records::RecordBatchBuilder;
+use sluice_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse, ProduceResponse};
 use sluice_system_tests::cluster::{Cluster, PartitionView};
-use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::{kafka, wait_for, wire};
 
 /// Short enough that a stopped follower leaves the ISR within a test.
@@ -310,38 +304,15 @@ fn a_broker_back_from_a_long_outage_catches_up_and_rejoins_the_isr() {
     );
 }
 
-fn init_producer_id(c: &mut RawClient) -> i64 {
-    let req = InitProducerIdRequest {
-        transactional_id: None,
-        transaction_timeout_ms: 60_000,
-        producer_id: -1,
-        producer_epoch: -1,
-    };
-    let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
-    assert_eq!(resp.error_code, 0);
-    assert_eq!(resp.producer_epoch, 0);
-    resp.producer_id
-}
-
-fn idempotent_batch(pid: i64, seq: i32, values: &[&[u8]]) -> Bytes {
-    let mut b = RecordBatchBuilder::new()
-        .compression(Compression::None)
-        .producer(pid, 0, seq);
-    for v in values {
-        b.push(wire::now_ms(), None, Some(v), &[]).unwrap();
-    }
-    b.build().unwrap()
-}
-
 #[test]
 fn a_retried_batch_after_a_lost_ack_is_not_duplicated_across_failover() {
     let mut c = start3();
     create_assigned(&c, "idem", &[&[1, 2, 3]], &[]);
-    let pid = init_producer_id(&mut c.raw(2));
-    let other = init_producer_id(&mut c.raw(3));
+    let pid = wire::init_producer_id(&mut c.raw(2));
+    let other = wire::init_producer_id(&mut c.raw(3));
     assert_ne!(pid, other, "producer ids are unique across brokers");
 
-    let first = idempotent_batch(pid, 0, &[b"one", b"two"]);
+    let first = wire::idempotent_batch(pid, 0, &[b"one", b"two"]);
     let r = produce(&c, 1, "idem", 0, -1, first.clone());
     assert_eq!((r.error_code, r.base_offset), (0, 0));
     // The same batch again (the client never saw the answer): its original offset.
@@ -369,7 +340,7 @@ fn a_retried_batch_after_a_lost_ack_is_not_duplicated_across_failover() {
         "idem",
         0,
         -1,
-        idempotent_batch(pid, 2, &[b"three"]),
+        wire::idempotent_batch(pid, 2, &[b"three"]),
     );
     assert_eq!(
         (r.error_code, r.base_offset),
@@ -384,7 +355,7 @@ fn a_retried_batch_after_a_lost_ack_is_not_duplicated_across_failover() {
         "idem",
         0,
         -1,
-        idempotent_batch(pid, 5, &[b"gap"]),
+        wire::idempotent_batch(pid, 5, &[b"gap"]),
     );
     assert_eq!(r.error_code, ErrorCode::OutOfOrderSequenceNumber.code());
     wait_for(CONVERGE, "HW at 3", || {

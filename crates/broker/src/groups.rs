@@ -26,12 +26,12 @@ use sluice_group::{
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::records::{decode_records, BatchIter, RecordBatchBuilder};
 use sluice_replication::waiters::WaitOutcome;
-use sluice_replication::{AckError, AppendError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::admin::NewTopic;
 use crate::broker::{now_ms, Broker};
+use crate::commit::append_committed;
 use crate::partition::Partition;
 use crate::topics::{LeadershipChange, Topics};
 
@@ -434,17 +434,12 @@ fn append(
     }
     let batch = builder.build().map_err(|_| ErrorCode::RecordListTooLarge)?;
     let mut bytes = batch.to_vec();
-    p.check_min_isr().map_err(|e| match e {
-        AckError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
-        _ => ErrorCode::NotCoordinator,
-    })?;
-    let info = p.append_as_leader(&mut bytes, now).map_err(|e| match e {
-        AppendError::NotLeader => ErrorCode::NotCoordinator,
-        AppendError::Storage(e) => {
-            warn!(partition, error = %e, "cannot append to {OFFSETS_TOPIC}");
+    append_committed(&p, |p| p.append_as_leader(&mut bytes, now)).map_err(|code| match code {
+        ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+        ErrorCode::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        other => {
+            warn!(partition, error = %other.name(), "cannot append to {OFFSETS_TOPIC}");
             ErrorCode::KafkaStorageError
         }
-    })?;
-    p.wait_for_high_watermark(info.last_offset + 1)
-        .map_err(|_| ErrorCode::NotCoordinator)
+    })
 }

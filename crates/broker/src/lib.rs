@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod broker;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod error;

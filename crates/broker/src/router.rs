@@ -331,6 +331,10 @@ async fn dispatch(
             let resp = handlers::init_producer_id::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::WriteTxnMarkers => {
+            let resp = handlers::write_txn_markers::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
         ApiKey::DescribeQuorum => respond(
             api,
             &header,

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use parking_lot::Mutex;
+use sluice_protocol::records::EndTxnMarker;
 use sluice_storage::{AppendInfo, LogConfig, PartitionLog, StorageError};
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
@@ -248,13 +249,32 @@ impl Replica {
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        self.leader_append(|log, epoch| log.append_as_leader(batches, epoch, now_ms))
+    }
+
+    /// Writes a transaction marker as leader at the current epoch (WriteTxnMarkers).
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.leader_append(|log, epoch| {
+            log.append_txn_marker(producer_id, producer_epoch, marker, epoch, now_ms)
+        })
+    }
+
+    /// Runs one append on the log under the role lock, if leading, and publishes it.
+    fn leader_append(
+        &self,
+        append: impl FnOnce(&PartitionLog, i32) -> Result<AppendInfo, StorageError>,
+    ) -> Result<AppendInfo, AppendError> {
         let mut state = self.state.lock();
         if !matches!(state.role, Role::Leader(_)) {
             return Err(AppendError::NotLeader);
         }
-        let info = self
-            .log
-            .append_as_leader(batches, self.leader_epoch(), now_ms)?;
+        let info = append(&self.log, self.leader_epoch())?;
         self.publish_leo(info.log_end_offset);
         self.maybe_advance_hw(&mut state);
         Ok(info)

@@ -1,6 +1,8 @@
-//! Fetch (key 1), v4-17, for consumers: whole batches below the high watermark, long
-//! polling until `min_bytes` is met or `max_wait_ms` passes, woken by high-watermark
-//! moves. Followers' fetches (a replica id) are served by `replica_fetch`.
+//! Fetch (key 1), v4-17, for consumers: whole batches below the high watermark (the last
+//! stable offset for `read_committed`, with the aborted transactions in the range so the
+//! client drops their records), long polling until `min_bytes` is met or `max_wait_ms`
+//! passes, woken by high-watermark moves (the last stable offset only moves with the
+//! high watermark). Followers' fetches (a replica id) are served by `replica_fetch`.
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which every client
 //! treats as "send full fetch requests"; that is allowed by the protocol and keeps the
@@ -14,7 +16,9 @@ use futures_util::future::select_all;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::fetch_request::FetchPartition;
-use sluice_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use sluice_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use sluice_protocol::messages::{FetchRequest, FetchResponse};
 use sluice_protocol::records::BatchIter;
 use sluice_storage::StorageError;
@@ -179,14 +183,18 @@ fn read_all(
                     // KIP-74: the first partition with data may exceed the limits by
                     // one whole batch so that a large batch can never wedge a consumer.
                     let limit = partition_limit(fp, max_bytes, total);
-                    let hw = p.high_watermark();
-                    read_partition(p, fp, limit, total == 0, read_committed, hw)
+                    let upto = if read_committed {
+                        p.log.last_stable_offset()
+                    } else {
+                        p.high_watermark()
+                    };
+                    read_partition(p, fp, limit, total == 0, read_committed, upto)
                 }
             };
             if data.error_code != ErrorCode::None.code() {
                 errors = true;
             }
-            limited |= stopped_short(&data);
+            limited |= stopped_short(&data, read_committed);
             total += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
@@ -221,20 +229,30 @@ pub(super) fn topic_response(
     }
 }
 
-/// True when the records returned end before the high watermark: a limit, not the end
-/// of committed data, stopped the read (or the budget was spent before this partition).
-fn stopped_short(data: &PartitionData) -> bool {
+/// True when the records returned end before the high watermark (the last stable offset
+/// for `read_committed`): a limit, not the end of readable data, stopped the read (or
+/// the budget was spent before this partition).
+fn stopped_short(data: &PartitionData, read_committed: bool) -> bool {
     if data.error_code != ErrorCode::None.code() {
         return false;
     }
     let Some(records) = data.records.as_ref() else {
         return false;
     };
-    let end = BatchIter::new(records)
+    let readable = if read_committed {
+        data.last_stable_offset
+    } else {
+        data.high_watermark
+    };
+    records_end(records).is_some_and(|end| end < readable)
+}
+
+/// The offset after the last whole batch in `records`.
+fn records_end(records: &Bytes) -> Option<i64> {
+    BatchIter::new(records)
         .filter_map(Result::ok)
         .last()
-        .map(|(h, _)| h.next_offset());
-    end.is_some_and(|end| end < data.high_watermark)
+        .map(|(h, _)| h.next_offset())
 }
 
 pub(super) fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
@@ -250,7 +268,8 @@ pub(super) fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
 }
 
 /// Reads one partition for a fetch: whole batches from `fp.fetch_offset` below `upto`
-/// (the high watermark for consumers, the log end offset for followers).
+/// (the high watermark or last stable offset for consumers, the log end offset for
+/// followers).
 pub(super) fn read_partition(
     p: &Partition,
     fp: &FetchPartition,
@@ -262,22 +281,40 @@ pub(super) fn read_partition(
     if let Some(code) = check_leader_epoch(p, fp.current_leader_epoch) {
         return error_partition(fp.partition, code);
     }
+    // The stable offset before the high watermark: read the other way round, a
+    // transaction decided in between could put the stable offset above the watermark.
+    let lso = p.log.last_stable_offset();
     let hw = p.high_watermark();
     let log_start = p.log.log_start_offset();
     let base = PartitionData {
         partition_index: fp.partition,
         high_watermark: hw,
-        last_stable_offset: hw,
+        last_stable_offset: lso.min(hw),
         log_start_offset: log_start,
-        // Aborted transactions are listed only for read_committed; null otherwise.
-        aborted_transactions: read_committed.then(Vec::new),
         ..Default::default()
     };
     match p.log.read(fp.fetch_offset, limit, upto, min_one) {
-        Ok(r) => PartitionData {
-            records: Some(r.records),
-            ..base
-        },
+        Ok(r) => {
+            // Aborted transactions are listed only for read_committed (null otherwise),
+            // those with a record among the batches returned (Kafka's upper bound).
+            let aborted_transactions = read_committed.then(|| {
+                records_end(&r.records).map_or_else(Vec::new, |end| {
+                    p.log
+                        .aborted_transactions(fp.fetch_offset, end)
+                        .into_iter()
+                        .map(|a| AbortedTransaction {
+                            producer_id: a.producer_id,
+                            first_offset: a.first_offset,
+                        })
+                        .collect()
+                })
+            });
+            PartitionData {
+                records: Some(r.records),
+                aborted_transactions,
+                ..base
+            }
+        }
         // As Kafka, offsets and watermarks are unknown (-1) alongside an error.
         Err(StorageError::OffsetOutOfRange { .. }) => {
             error_partition(fp.partition, ErrorCode::OffsetOutOfRange)

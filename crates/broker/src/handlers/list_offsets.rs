@@ -30,6 +30,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
     // KIP-207 applies to clients' requests (those with an isolation level, v2+), not to
     // followers'.
     let from_client = req.replica_id < 0 && version >= 2;
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -50,7 +51,16 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                             None if from_client && behind_epoch_start(p) => {
                                 Err(ErrorCode::OffsetNotAvailable)
                             }
-                            None => lookup(p, lp.timestamp, version),
+                            None => {
+                                // What the client may read: latest and timestamp
+                                // lookups answer within it.
+                                let readable = if read_committed {
+                                    p.log.last_stable_offset()
+                                } else {
+                                    p.high_watermark()
+                                };
+                                lookup(p, lp.timestamp, version, readable)
+                            }
                         },
                     };
                     partition_response(
@@ -84,7 +94,7 @@ fn behind_epoch_start(p: &Partition) -> bool {
         .is_some_and(|start| start > p.high_watermark())
 }
 
-fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCode> {
+fn lookup(p: &Partition, timestamp: i64, version: i16, readable: i64) -> Result<Found, ErrorCode> {
     let unsupported = |min: i16| {
         if version < min {
             Err(ErrorCode::UnsupportedVersion)
@@ -93,7 +103,7 @@ fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCod
         }
     };
     match timestamp {
-        LATEST => Ok((p.high_watermark(), -1)),
+        LATEST => Ok((readable, -1)),
         EARLIEST => Ok((p.log.log_start_offset(), -1)),
         EARLIEST_LOCAL => unsupported(8).map(|()| (p.log.log_start_offset(), -1)),
         // Without tiered storage nothing is tiered: Kafka answers -1.
@@ -109,8 +119,8 @@ fn lookup(p: &Partition, timestamp: i64, version: i16) -> Result<Found, ErrorCod
             }
         }
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts) {
-            // Only committed data is visible to ListOffsets.
-            Ok(Some((offset, found_ts))) if offset < p.high_watermark() => Ok((offset, found_ts)),
+            // Only what the client may read is visible to ListOffsets.
+            Ok(Some((offset, found_ts))) if offset < readable => Ok((offset, found_ts)),
             Ok(_) => Ok((-1, -1)),
             Err(e) => {
                 tracing::warn!(error = %e, "offset for timestamp failed");

@@ -35,6 +35,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod replica_fetch;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use sluice_protocol::api::ApiKey;
 
@@ -79,6 +80,7 @@ pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
         ApiKey::DescribeTopicPartitions,
         describe_topic_partitions::VERSIONS,
     ),
+    (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {

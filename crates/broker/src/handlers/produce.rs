@@ -23,9 +23,9 @@ use sluice_replication::{AckError, AppendError};
 use sluice_storage::StorageError;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::warn;
 
 use crate::broker::{now_ms, Broker};
+use crate::commit::storage_error_code;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
@@ -307,20 +307,7 @@ fn append(
 }
 
 fn storage_failure(e: StorageError) -> Failure {
-    let code = match &e {
-        // A batch larger than a whole segment can never be appended: not retriable.
-        StorageError::BatchTooLarge { .. } => ErrorCode::RecordListTooLarge,
-        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
-        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
-        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
-        // The log was closed under us: the replica is being deleted or moved away.
-        StorageError::Closed(_) => ErrorCode::NotLeaderOrFollower,
-        _ => {
-            warn!(error = %e, "append failed");
-            ErrorCode::KafkaStorageError
-        }
-    };
-    Failure::new(code, Some(e.to_string()))
+    Failure::new(storage_error_code(&e), Some(e.to_string()))
 }
 
 /// Decompressed bytes one batch may inflate to while its records are decoded: generous
@@ -479,6 +466,14 @@ fn validate(
         return Err(Failure::new(
             ErrorCode::InvalidRecord,
             Some("clients may not produce control batches".into()),
+        ));
+    }
+    // As Kafka's ProduceRequest.validateRecords: a transaction needs an idempotent
+    // producer (the partition tracks it by producer id and sequence).
+    if header.is_transactional() && (header.producer_id < 0 || header.base_sequence < 0) {
+        return Err(Failure::new(
+            ErrorCode::InvalidRecord,
+            Some("transactional records need a producer id and a sequence number".into()),
         ));
     }
     if !config.log_append_time {
