@@ -83,17 +83,19 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             problems.push(format!("sluice-storage must know nothing of network, Raft or binaries, but depends on {forbidden}"));
         }
     }
-    // The group coordinator is a sans-io state machine: time comes in as arguments,
-    // records go out as values, and the broker does the I/O.
-    for forbidden in RUNTIME_OR_NET
-        .iter()
-        .chain(BINARY_ONLY)
-        .chain(&["sluice-storage"])
-    {
-        if has("sluice-group", forbidden) {
-            problems.push(format!(
-                "sluice-group must stay sans-io, but depends on {forbidden}"
-            ));
+    // The group and transaction coordinators are sans-io state machines: time comes in
+    // as arguments, records go out as values, and the broker does the I/O.
+    for coordinator in ["sluice-group", "sluice-txn"] {
+        for forbidden in RUNTIME_OR_NET
+            .iter()
+            .chain(BINARY_ONLY)
+            .chain(&["sluice-storage"])
+        {
+            if has(coordinator, forbidden) {
+                problems.push(format!(
+                    "{coordinator} must stay sans-io, but depends on {forbidden}"
+                ));
+            }
         }
     }
     // The cluster crates may use tokio and tonic, but they are libraries: the binary
@@ -109,6 +111,7 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
         "sluice-protocol",
         "sluice-storage",
         "sluice-group",
+        "sluice-txn",
         "sluice-controller",
         "sluice-replication",
     ] {

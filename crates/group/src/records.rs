@@ -249,37 +249,12 @@ pub fn decode(key: &Bytes, value: Option<&Bytes>) -> Result<Record, GroupError> 
     }
 }
 
-/// Java's `String.hashCode` over UTF-16 code units: Kafka places a group on partition
-/// `abs(hashCode(group)) % offsets.topic.num.partitions`, and tools that look for a
-/// group's records rely on the same placement.
-pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
-
-/// The `__consumer_offsets` partition that holds (and whose leader coordinates) a group.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    // Kafka's Utils.abs masks the sign bit (so i32::MIN maps to 0, not overflow).
-    (java_string_hash(group) & 0x7fff_ffff) % partitions.max(1)
-}
+/// Where a group lives: Kafka's placement, shared with the transaction coordinator.
+pub use sluice_protocol::coordinator_key::{java_string_hash, partition_for};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn java_hash_matches_known_values() {
-        // Values from java.lang.String#hashCode.
-        for (s, h) in [
-            ("", 0),
-            ("a", 97),
-            ("group", 98629247),
-            ("console-consumer-12345", 158455506),
-            ("\u{e9}t\u{e9}\u{1F600}", 220632961),
-        ] {
-            assert_eq!(java_string_hash(s), h, "{s}");
-        }
-    }
 
     #[test]
     fn offsets_roundtrip_in_kafka_layout() {

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod codec;
 pub mod compression;
+pub mod coordinator_key;
 pub mod error;
 pub mod frame;
 pub mod messages;

@@ -90,7 +90,5 @@ pub async fn handle(
             }
         }
     }
-    WriteTxnMarkersResponse {
-        markers,
-    }
+    WriteTxnMarkersResponse { markers }
 }
