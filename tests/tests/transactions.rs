@@ -179,3 +179,67 @@ fn markers_are_checked_like_kafka() {
     let bare = produce_v(&mut c, 9, "m", 0, producer_batch(-1, -1, -1, true, &[b"x"]));
     assert_eq!(bare.error_code, ErrorCode::InvalidRecord.code());
 }
+
+/// A transactional librdkafka producer with `id`.
+fn txn_producer(addr: &str, id: &str) -> rdkafka::producer::FutureProducer {
+    kafka::producer(
+        addr,
+        &[
+            ("transactional.id", id),
+            ("transaction.timeout.ms", "30000"),
+        ],
+    )
+}
+
+async fn send(p: &rdkafka::producer::FutureProducer, topic: &str, value: &str) {
+    let rec = rdkafka::producer::FutureRecord::<(), str>::to(topic)
+        .payload(value)
+        .partition(0);
+    p.send(rec, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("send {value}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_transactions_commit_and_abort_across_topics() {
+    use rdkafka::producer::Producer;
+    let s = Sluice::start(&[]);
+    kafka::create_topic(&s.addr, "in-a", 1, &[]).await;
+    kafka::create_topic(&s.addr, "in-b", 1, &[]).await;
+    let p = txn_producer(&s.addr, "tx-app");
+    let t = Duration::from_secs(15);
+    p.init_transactions(t).expect("init_transactions");
+
+    p.begin_transaction().unwrap();
+    send(&p, "in-a", "a-committed").await;
+    send(&p, "in-b", "b-committed").await;
+    p.commit_transaction(t).expect("commit");
+
+    p.begin_transaction().unwrap();
+    send(&p, "in-a", "a-aborted").await;
+    send(&p, "in-b", "b-aborted").await;
+    p.abort_transaction(t).expect("abort");
+
+    p.begin_transaction().unwrap();
+    send(&p, "in-a", "a-last").await;
+    p.commit_transaction(t).expect("commit");
+
+    for (topic, committed, all) in [
+        (
+            "in-a",
+            vec!["a-committed", "a-last"],
+            vec!["a-committed", "a-aborted", "a-last"],
+        ),
+        (
+            "in-b",
+            vec!["b-committed"],
+            vec!["b-committed", "b-aborted"],
+        ),
+    ] {
+        assert_eq!(
+            consumed(&s.addr, topic, "read_committed", committed.len()),
+            committed
+        );
+        assert_eq!(consumed(&s.addr, topic, "read_uncommitted", all.len()), all);
+    }
+}

@@ -18,6 +18,7 @@ use crate::listeners::{self, Listener};
 use crate::producer_ids::ProducerIds;
 use crate::replicas::ReplicaService;
 use crate::topics::Topics;
+use crate::txns::TxnService;
 
 /// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
 pub fn now_ms() -> i64 {
@@ -48,6 +49,8 @@ pub struct Broker {
     pub replicas: ReplicaService,
     /// Producer ids for InitProducerId.
     pub producer_ids: ProducerIds,
+    /// The transaction coordinator for the `__transaction_state` partitions this node leads.
+    pub txns: TxnService,
 }
 
 impl Broker {
@@ -61,7 +64,8 @@ impl Broker {
         cluster: Arc<Cluster>,
     ) -> Result<Self, BrokerError> {
         let topics = Topics::new(&config.data_dir, config.log_defaults.clone());
-        let groups = GroupService::new(config.groups.clone());
+        let groups = GroupService::new(sluice_group::Coordinator::new(config.groups.clone()));
+        let txns = TxnService::new(sluice_txn::TxnCoordinator::new(config.txns.clone()));
         let replicas = ReplicaService::new(&config)?;
         let hostname = local_hostname();
         let listeners = config
@@ -84,6 +88,7 @@ impl Broker {
             cluster,
             replicas,
             producer_ids: ProducerIds::default(),
+            txns,
         })
     }
 
@@ -207,6 +212,7 @@ impl SyncTarget for Broker {
             .apply_image(image, self.config.node_id, now_ms());
         self.replicas.follow(&self.topics, image);
         self.groups.follow(&self.topics, &changes);
+        self.txns.follow(&self.topics, &changes);
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use sluice_group::GroupConfig;
+use sluice_txn::TxnConfig;
 
 use crate::listeners::{ListenerConfig, DEFAULT_LISTENER};
 use crate::topic_config::BrokerLogDefaults;
@@ -53,6 +54,12 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: i64,
+    /// The transaction coordinator's settings (`transaction.*`, `transactional.id.*`).
+    pub txns: TxnConfig,
+    /// `transaction.state.log.segment.bytes`.
+    pub txn_state_segment_bytes: i64,
+    /// `transaction.state.log.min.isr` (capped at the topic's replication factor).
+    pub txn_state_min_isr: i64,
     /// The metadata quorum and the broker's lifecycle in it.
     pub cluster: ClusterConfig,
     /// Replica fetching and ISR upkeep (`replica.*`).
@@ -181,6 +188,9 @@ impl BrokerConfig {
             queued_max_request_bytes: 512 * 1024 * 1024,
             groups: GroupConfig::default(),
             offsets_topic_segment_bytes: 104_857_600,
+            txns: TxnConfig::default(),
+            txn_state_segment_bytes: 104_857_600,
+            txn_state_min_isr: 2,
             cluster: ClusterConfig::default(),
         }
     }

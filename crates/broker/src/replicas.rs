@@ -81,12 +81,7 @@ impl ReplicaService {
                 if p.led_here || p.leader < 0 || p.leader == self.node {
                     continue;
                 }
-                let Some(addr) = image.broker(p.leader).and_then(|b| {
-                    b.endpoints
-                        .iter()
-                        .find(|e| e.listener == self.inter_broker_listener)
-                        .map(|e| format!("{}:{}", e.host, e.port))
-                }) else {
+                let Some(addr) = self.inter_broker_addr(image, p.leader) else {
                     debug!(topic = %topic.name, partition = p.index, leader = p.leader, "leader has no inter-broker endpoint");
                     continue;
                 };
@@ -102,6 +97,16 @@ impl ReplicaService {
             }
         }
         self.fetchers.set_targets(targets);
+    }
+
+    /// The address of broker `id` on the inter-broker listener, as `image` has it.
+    pub fn inter_broker_addr(&self, image: &MetadataImage, id: i32) -> Option<String> {
+        image.broker(id).and_then(|b| {
+            b.endpoints
+                .iter()
+                .find(|e| e.listener == self.inter_broker_listener)
+                .map(|e| format!("{}:{}", e.host, e.port))
+        })
     }
 
     /// Queues an ISR change for the controller.

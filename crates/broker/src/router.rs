@@ -331,6 +331,18 @@ async fn dispatch(
             let resp = handlers::init_producer_id::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::AddPartitionsToTxn => {
+            let resp = handlers::add_partitions_to_txn::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let resp = handlers::add_offsets_to_txn::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::EndTxn => {
+            let resp = handlers::end_txn::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
         ApiKey::WriteTxnMarkers => {
             let resp = handlers::write_txn_markers::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)

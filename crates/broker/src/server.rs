@@ -16,6 +16,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::replicas::ReplicaService;
 use crate::topic_store::load_or_init_identity;
+use crate::txns::TxnService;
 
 /// The controller's store, inside the data dir (not named like a partition directory).
 pub const CONTROLLER_DIR: &str = "controller";
@@ -114,10 +115,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let background = {
         let logs = broker.spawn_background(shutdown.subscribe());
         let groups = GroupService::spawn_ticker(broker.clone(), shutdown.subscribe());
+        let txns = TxnService::spawn_ticker(broker.clone(), shutdown.subscribe());
         let replicas = ReplicaService::spawn(broker.clone(), shutdown.subscribe());
         tokio::spawn(async move {
             let _ = logs.await;
             let _ = groups.await;
+            let _ = txns.await;
             let _ = replicas.await;
         })
     };

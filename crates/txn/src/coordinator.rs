@@ -246,12 +246,32 @@ impl TxnCoordinator {
 
     /// The shard of `transactional_id`, if this coordinator serves it now.
     fn shard_of(&mut self, transactional_id: &str) -> Result<(i32, &mut Shard), ErrorCode> {
+        let partition = self.serving(transactional_id)?;
+        let shard = self
+            .shards
+            .get_mut(&partition)
+            .ok_or(ErrorCode::NotCoordinator)?;
+        Ok((partition, shard))
+    }
+
+    /// The partition of `transactional_id`, if this coordinator serves it now.
+    fn serving(&self, transactional_id: &str) -> Result<i32, ErrorCode> {
         let partition = self.partition_for(transactional_id);
-        match self.shards.get_mut(&partition) {
+        match self.shards.get(&partition) {
             None => Err(ErrorCode::NotCoordinator),
             Some(s) if s.state == ShardState::Loading => Err(ErrorCode::CoordinatorLoadInProgress),
-            Some(s) => Ok((partition, s)),
+            Some(_) => Ok(partition),
         }
+    }
+
+    /// The entry of `transactional_id`, if this coordinator serves it now.
+    fn entry(&self, transactional_id: &str) -> Result<(i32, Option<&Entry>), ErrorCode> {
+        let partition = self.serving(transactional_id)?;
+        let entry = self
+            .shards
+            .get(&partition)
+            .and_then(|s| s.txns.get(transactional_id));
+        Ok((partition, entry))
     }
 
     // ---------------------------------------------------------------------------------
@@ -491,7 +511,7 @@ impl TxnCoordinator {
     /// AddPartitionsToTxn v4+ with `VerifyOnly` (KIP-890): which of `partitions` are in
     /// the open transaction of this producer. Answered at once.
     pub fn verify_partitions(
-        &mut self,
+        &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
@@ -556,16 +576,13 @@ impl TxnCoordinator {
 
     /// The id's state for a client call naming its producer id and epoch.
     fn current(
-        &mut self,
+        &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
     ) -> Result<(i32, TxnMeta), ErrorCode> {
-        let (partition, shard) = self.shard_of(transactional_id)?;
-        let entry = shard
-            .txns
-            .get(transactional_id)
-            .ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        let (partition, entry) = self.entry(transactional_id)?;
+        let entry = entry.ok_or(ErrorCode::InvalidProducerIdMapping)?;
         check_producer(&entry.meta, producer_id, producer_epoch)?;
         if entry.busy() {
             return Err(ErrorCode::ConcurrentTransactions);
@@ -574,11 +591,9 @@ impl TxnCoordinator {
     }
 
     /// DescribeTransactions: the id's state.
-    pub fn describe(&mut self, transactional_id: &str) -> Result<TxnMeta, ErrorCode> {
-        let (_, shard) = self.shard_of(transactional_id)?;
-        shard
-            .txns
-            .get(transactional_id)
+    pub fn describe(&self, transactional_id: &str) -> Result<TxnMeta, ErrorCode> {
+        let (_, entry) = self.entry(transactional_id)?;
+        entry
             .map(|e| e.meta.clone())
             .ok_or(ErrorCode::TransactionalIdNotFound)
     }

@@ -1,7 +1,7 @@
 //! FindCoordinator (key 10), v0-6 (batched keys from v4): which node coordinates a
-//! consumer group or transactional id: the leader of the group's `__consumer_offsets`
-//! partition, which this node is for every partition while it runs alone. The first
-//! group lookup creates that topic, as in Kafka.
+//! consumer group or transactional id: the leader of the key's partition of
+//! `__consumer_offsets` or `__transaction_state`. The first lookup of each kind creates
+//! its topic, as in Kafka.
 
 use std::sync::Arc;
 
@@ -26,32 +26,39 @@ fn locate(broker: &Broker, key: String, key_type: i8, listener: usize) -> Coordi
         error_code: code.code(),
         error_message: Some(why),
     };
-    let node = match key_type {
-        // The coordinator is the leader of the group's offsets partition, once the
-        // partition exists and has one.
-        KEY_GROUP => {
-            let leader = broker.groups.ensure_offsets_topic(broker).and_then(|()| {
-                let p = broker.groups.partition_for(&key);
-                broker
-                    .topics
-                    .get(sluice_group::OFFSETS_TOPIC)
-                    .and_then(|t| t.state(p).map(|s| s.leader))
-                    .filter(|leader| *leader >= 0)
-                    .ok_or(ErrorCode::CoordinatorNotAvailable)
-            });
-            match leader {
-                Ok(leader) => leader,
-                Err(code) => {
-                    let why = format!("{} is not available", sluice_group::OFFSETS_TOPIC);
-                    return unavailable(key, code, why);
-                }
-            }
-        }
-        KEY_TRANSACTION => broker.config.node_id,
+    // The coordinator is the leader of the key's partition of the coordinator's
+    // internal topic, once the partition exists and has one.
+    let (topic, created) = match key_type {
+        KEY_GROUP => (
+            sluice_group::OFFSETS_TOPIC,
+            broker
+                .groups
+                .ensure_offsets_topic(broker)
+                .map(|()| broker.groups.partition_for(&key)),
+        ),
+        KEY_TRANSACTION => (
+            sluice_txn::TXN_STATE_TOPIC,
+            broker
+                .txns
+                .ensure_topic(broker)
+                .map(|()| broker.txns.partition_for(&key)),
+        ),
         other => {
             let why = format!("Unsupported coordinator key type {other}");
             return unavailable(key, ErrorCode::InvalidRequest, why);
         }
+    };
+    let leader = created.and_then(|p| {
+        broker
+            .topics
+            .get(topic)
+            .and_then(|t| t.state(p).map(|s| s.leader))
+            .filter(|leader| *leader >= 0)
+            .ok_or(ErrorCode::CoordinatorNotAvailable)
+    });
+    let node = match leader {
+        Ok(leader) => leader,
+        Err(code) => return unavailable(key, code, format!("{topic} is not available")),
     };
     let image = broker.cluster.image();
     match brokers_on_listener(broker, &image, listener)

@@ -1,31 +1,57 @@
-//! InitProducerId (key 22), v0-5, for idempotent producers (KIP-98): a new producer id,
-//! epoch 0, from the controller-allocated block. As in Kafka, a producer without a
-//! transactional id gets a fresh id on every call (its old state expires). Transactional
-//! ids need the transaction coordinator, which does not exist yet: they are answered
-//! COORDINATOR_NOT_AVAILABLE.
+//! InitProducerId (key 22), v0-5. Without a transactional id (idempotent producers,
+//! KIP-98): a new producer id at epoch 0 from the controller-allocated block; as in
+//! Kafka, every call gets a fresh id (the old one's state expires). With one: the
+//! transaction coordinator's answer (epoch bumped, an open transaction of a previous
+//! instance aborted, KIP-360's expected id and epoch checked from v3).
 
 use std::sync::Arc;
 
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+use sluice_txn::Reply;
 
 use crate::broker::Broker;
+use crate::txns::for_version;
 
 pub const VERSIONS: (i16, i16) = (0, 5);
+
+/// PRODUCER_FENCED is known to clients from v4.
+const FENCED_SINCE: i16 = 4;
 
 pub async fn handle(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
-    _version: i16,
+    version: i16,
 ) -> InitProducerIdResponse {
     let fail = |code: ErrorCode| InitProducerIdResponse {
-        error_code: code.code(),
+        error_code: for_version(code, version, FENCED_SINCE).code(),
         producer_id: -1,
         producer_epoch: -1,
         ..Default::default()
     };
-    if req.transactional_id.is_some() {
-        return fail(ErrorCode::CoordinatorNotAvailable);
+    if let Some(id) = req.transactional_id {
+        if id.is_empty() {
+            return fail(ErrorCode::InvalidRequest);
+        }
+        let expected =
+            (version >= 3 && req.producer_id >= 0).then_some((req.producer_id, req.producer_epoch));
+        let reply = broker
+            .txns
+            .init_producer_id(broker, &id, req.transaction_timeout_ms, expected)
+            .await;
+        return match reply {
+            Reply::ProducerId {
+                error: ErrorCode::None,
+                producer_id,
+                producer_epoch,
+            } => InitProducerIdResponse {
+                error_code: ErrorCode::None.code(),
+                producer_id,
+                producer_epoch,
+                ..Default::default()
+            },
+            Reply::ProducerId { error, .. } | Reply::Done(error) => fail(error),
+        };
     }
     match broker.producer_ids.next(&broker.cluster).await {
         Ok(id) => InitProducerIdResponse {

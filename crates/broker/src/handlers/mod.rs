@@ -4,6 +4,8 @@
 //! the v2 record format (Produce v3+, Fetch v4+), none marked `latestVersionUnstable`,
 //! and exactly what ApiVersions advertises.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -18,6 +20,7 @@ pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -80,6 +83,9 @@ pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
         ApiKey::DescribeTopicPartitions,
         describe_topic_partitions::VERSIONS,
     ),
+    (ApiKey::AddPartitionsToTxn, add_partitions_to_txn::VERSIONS),
+    (ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
+    (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
 ];
 
