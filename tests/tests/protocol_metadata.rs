@@ -59,6 +59,7 @@ const MATRIX: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::WriteTxnMarkers, 0, 1),
     // ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) are not advertised
     // until implemented: the match below is exact.

@@ -243,3 +243,70 @@ async fn librdkafka_transactions_commit_and_abort_across_topics() {
         assert_eq!(consumed(&s.addr, topic, "read_uncommitted", all.len()), all);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_offsets_commit_with_the_transaction_and_only_then() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::Producer;
+    use rdkafka::TopicPartitionList;
+    let s = Sluice::start(&[]);
+    kafka::create_topic(&s.addr, "ctp-in", 1, &[]).await;
+    kafka::create_topic(&s.addr, "ctp-out", 1, &[]).await;
+    let plain = kafka::producer(&s.addr, &[]);
+    for i in 0..10 {
+        send(&plain, "ctp-in", &format!("in-{i}")).await;
+    }
+    let consumer: BaseConsumer = kafka::client_config(&s.addr)
+        .set("group.id", "ctp")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let p = txn_producer(&s.addr, "ctp-app");
+    let t = Duration::from_secs(15);
+    p.init_transactions(t).expect("init_transactions");
+    let committed = |c: &BaseConsumer| -> i64 {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("ctp-in", 0);
+        let got = c.committed_offsets(tpl, t).expect("committed");
+        match got.find_partition("ctp-in", 0).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        }
+    };
+
+    // Two rounds of five: the first commits, the second aborts.
+    let input = kafka::consume(
+        &consumer,
+        "ctp-in",
+        &[(0, Offset::Beginning)],
+        10,
+        Duration::from_secs(10),
+    );
+    assert_eq!(input.len(), 10);
+    for (round, commit) in [(0usize, true), (1, false)] {
+        p.begin_transaction().unwrap();
+        for g in &input[round * 5..round * 5 + 5] {
+            let v = String::from_utf8(g.value.clone().unwrap()).unwrap();
+            send(&p, "ctp-out", &format!("out-{v}")).await;
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("ctp-in", 0, Offset::Offset(input[round * 5 + 4].offset + 1))
+            .unwrap();
+        let meta = consumer.group_metadata().expect("group metadata");
+        p.send_offsets_to_transaction(&offsets, &meta, t)
+            .expect("send offsets");
+        if commit {
+            p.commit_transaction(t).expect("commit");
+        } else {
+            p.abort_transaction(t).expect("abort");
+        }
+        assert_eq!(committed(&consumer), 5, "after round {round}");
+    }
+    let out = consumed(&s.addr, "ctp-out", "read_committed", 5);
+    assert_eq!(
+        out,
+        (0..5).map(|i| format!("out-in-{i}")).collect::<Vec<_>>()
+    );
+}

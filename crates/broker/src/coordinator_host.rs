@@ -36,11 +36,13 @@ pub enum Action<C: Hosted> {
     /// Answer the request parked as `ReplyId`.
     Reply(ReplyId, C::Reply),
     /// Append these records (key, value; `None` a tombstone) to `partition` of the
-    /// coordinator's topic as one batch, then report with [`Hosted::write_done`].
+    /// coordinator's topic as one batch (transactional for `producer`: id and epoch),
+    /// then report with [`Hosted::write_done`].
     Write {
         id: u64,
         partition: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
+        producer: Option<(i64, i16)>,
     },
     /// Coordinator-specific work, run by [`Hosted::run_job`].
     Job(C::Job),
@@ -349,11 +351,14 @@ fn execute<C: Hosted>(inner: &mut Inner<C>, topics: &Topics, effects: Vec<C::Eff
                     id,
                     partition,
                     records,
+                    producer,
                 } => {
                     let pairs: Vec<(&Bytes, Option<&Bytes>)> =
                         records.iter().map(|(k, v)| (k, v.as_ref())).collect();
                     let now = now_ms();
-                    match internal_topic::append(topics, C::TOPIC, partition, &pairs, now) {
+                    let appended =
+                        internal_topic::append(topics, C::TOPIC, partition, &pairs, producer, now);
+                    match appended {
                         Err(code) => next.extend(inner.coordinator.write_done(id, Err(code), now)),
                         // Committed at once (a single replica in sync).
                         Ok(None) => next.extend(inner.coordinator.write_done(id, Ok(()), now)),

@@ -57,20 +57,32 @@ impl Hosted for Coordinator {
     }
 
     fn load_item(&mut self, partition: i32, item: Replayed<'_>, now: i64) -> bool {
-        match item {
+        let loaded = match item {
             Replayed::Record {
                 key,
                 value,
                 producer_id: None,
-            } => match self.load_record(partition, key, value, now) {
-                Ok(()) => true,
-                Err(e) => {
-                    debug!(partition, error = %e, "skipping record");
-                    false
-                }
-            },
-            // Transactional offset commits and their markers.
-            Replayed::Record { .. } | Replayed::Marker { .. } => true,
+            } => self.load_record(partition, key, value, now),
+            // Offsets committed in a transaction, decided by its marker further on.
+            Replayed::Record {
+                key,
+                value,
+                producer_id: Some(pid),
+            } => self.load_txn_record(partition, key, value, pid, now),
+            Replayed::Marker {
+                producer_id,
+                marker,
+            } => {
+                self.complete_txn(partition, producer_id, marker.commit);
+                Ok(())
+            }
+        };
+        match loaded {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(partition, error = %e, "skipping record");
+                false
+            }
         }
     }
 
@@ -98,10 +110,12 @@ impl Hosted for Coordinator {
                 id,
                 partition,
                 records,
+                transaction,
             } => Action::Write {
                 id,
                 partition,
                 records: records.into_iter().map(|r| (r.key, r.value)).collect(),
+                producer: transaction.map(|t| (t.producer_id, t.producer_epoch)),
             },
         }
     }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use sluice_protocol::error::ErrorCode;
-use sluice_protocol::records::{decode_records, BatchIter, EndTxnMarker, RecordBatchBuilder};
+use sluice_protocol::records::{
+    decode_records, BatchIter, EndTxnMarker, RecordBatchBuilder, NO_SEQUENCE,
+};
 use tracing::{info, warn};
 
 use crate::admin::NewTopic;
@@ -73,12 +75,15 @@ pub fn ensure(broker: &Broker, topic: &InternalTopic<'_>) -> Result<(), ErrorCod
 
 /// Appends coordinator records (key, value; `None` a tombstone) to `topic`-`partition`
 /// as one batch, with acks=all rules; returns the wait for their commit. NOT_COORDINATOR
-/// if this node does not lead the partition.
+/// if this node does not lead the partition. With `producer` (id, epoch) the batch is
+/// part of that producer's transaction (no sequence numbers, as Kafka writes its
+/// coordinators' transactional records); a fenced epoch is INVALID_PRODUCER_EPOCH.
 pub fn append(
     topics: &Topics,
     topic: &str,
     partition: i32,
     records: &[(&Bytes, Option<&Bytes>)],
+    producer: Option<(i64, i16)>,
     now: i64,
 ) -> Result<CommitWait, ErrorCode> {
     let p = topics
@@ -86,6 +91,11 @@ pub fn append(
         .and_then(|t| t.partition(partition).cloned())
         .ok_or(ErrorCode::NotCoordinator)?;
     let mut builder = RecordBatchBuilder::new();
+    if let Some((producer_id, epoch)) = producer {
+        builder = builder
+            .producer(producer_id, epoch, NO_SEQUENCE)
+            .transactional(true);
+    }
     for (key, value) in records {
         builder
             .push(now, Some(key), value.map(|v| &v[..]), &[])
@@ -95,7 +105,7 @@ pub fn append(
     let mut bytes = batch.to_vec();
     append_committed(&p, |p| p.append_as_leader(&mut bytes, now)).map_err(|code| match code {
         ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
-        ErrorCode::NotEnoughReplicas => ErrorCode::NotEnoughReplicas,
+        code @ (ErrorCode::NotEnoughReplicas | ErrorCode::InvalidProducerEpoch) => code,
         other => {
             warn!(
                 topic,

@@ -339,6 +339,10 @@ async fn dispatch(
             let resp = handlers::add_offsets_to_txn::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::TxnOffsetCommit => {
+            let resp = handlers::txn_offset_commit::handle(b, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
         ApiKey::EndTxn => {
             let resp = handlers::end_txn::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)

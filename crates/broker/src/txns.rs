@@ -89,6 +89,7 @@ impl Hosted for TxnCoordinator {
                 id,
                 partition,
                 records: vec![(record.key, record.value)],
+                producer: None,
             },
             Effect::Markers(job) => Action::Job(job),
         }

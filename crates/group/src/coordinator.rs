@@ -21,7 +21,7 @@ use bytes::Bytes;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::{
     DeleteGroupsResponse, JoinGroupResponse, OffsetCommitResponse, OffsetDeleteResponse,
-    SyncGroupResponse,
+    SyncGroupResponse, TxnOffsetCommitResponse,
 };
 use tracing::{debug, warn};
 
@@ -42,6 +42,16 @@ pub enum Reply {
     Commit(OffsetCommitResponse),
     DeleteGroups(DeleteGroupsResponse),
     OffsetDelete(OffsetDeleteResponse),
+    TxnCommit(TxnOffsetCommitResponse),
+}
+
+/// The producer a transactional write belongs to (TxnOffsetCommit): its records are
+/// appended as a transactional batch of this producer id and epoch, without sequence
+/// numbers, so the transaction's marker decides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 
 /// What the caller must do.
@@ -49,12 +59,13 @@ pub enum Reply {
 pub enum Effect {
     /// Send this response to the request registered as `ReplyId`.
     Reply(ReplyId, Reply),
-    /// Append these records to partition `partition` of `__consumer_offsets`, then call
-    /// [`Coordinator::write_done`] with `id`.
+    /// Append these records to partition `partition` of `__consumer_offsets` (as part of
+    /// `transaction` if set), then call [`Coordinator::write_done`] with `id`.
     Write {
         id: WriteId,
         partition: i32,
         records: Vec<KeyValue>,
+        transaction: Option<TxnProducer>,
     },
 }
 
@@ -106,6 +117,14 @@ pub(crate) enum PendingWrite {
     OffsetDelete {
         reply: ReplyId,
         response: OffsetDeleteResponse,
+    },
+    /// TxnOffsetCommit: the offsets wait for the transaction's marker.
+    TxnCommit {
+        reply: ReplyId,
+        group: String,
+        producer_id: i64,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+        response: TxnOffsetCommitResponse,
     },
     /// State changes with nobody waiting (empty group stored, expiry tombstones).
     Background,
@@ -197,6 +216,18 @@ impl Coordinator {
         pending: PendingWrite,
         out: &mut Out,
     ) {
+        self.write_as(partition, records, None, pending, out);
+    }
+
+    /// A write, as part of `transaction` if set.
+    pub(crate) fn write_as(
+        &mut self,
+        partition: i32,
+        records: Vec<KeyValue>,
+        transaction: Option<TxnProducer>,
+        pending: PendingWrite,
+        out: &mut Out,
+    ) {
         let id = self.next_write;
         self.next_write += 1;
         self.writes.insert(id, (partition, pending));
@@ -204,6 +235,7 @@ impl Coordinator {
             id,
             partition,
             records,
+            transaction,
         });
     }
 
@@ -431,6 +463,39 @@ impl Coordinator {
                     response.error_code = commit_write_error(code).code();
                 }
                 out.push(Effect::Reply(reply, Reply::OffsetDelete(response)));
+            }
+            PendingWrite::TxnCommit {
+                reply,
+                group,
+                producer_id,
+                offsets,
+                mut response,
+            } => {
+                match result {
+                    Ok(()) => {
+                        if let Some(g) = self.group_entry(&group, now) {
+                            let pending = g.pending_txn.entry(producer_id).or_default();
+                            for (topic, p, v) in offsets {
+                                pending.insert((topic, p), v);
+                            }
+                        }
+                    }
+                    Err(code) => {
+                        let code = match code {
+                            // The producer was fenced: its epoch is stale in the log.
+                            ErrorCode::InvalidProducerEpoch => ErrorCode::InvalidProducerEpoch,
+                            other => commit_write_error(other),
+                        };
+                        for t in &mut response.topics {
+                            for p in &mut t.partitions {
+                                if p.error_code == ErrorCode::None.code() {
+                                    p.error_code = code.code();
+                                }
+                            }
+                        }
+                    }
+                }
+                out.push(Effect::Reply(reply, Reply::TxnCommit(response)));
             }
             PendingWrite::Background => {
                 if let Err(code) = result {

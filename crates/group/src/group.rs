@@ -111,6 +111,9 @@ pub struct Group {
     pub new_member_added: bool,
     /// Committed offsets, topic -> partition -> offset.
     pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    /// Offsets written by TxnOffsetCommit whose transaction is not decided yet, by
+    /// producer id; its COMMIT marker makes them committed offsets, ABORT drops them.
+    pub pending_txn: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 impl Group {
@@ -132,6 +135,7 @@ impl Group {
             initial_delay: None,
             new_member_added: false,
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
         }
     }
 

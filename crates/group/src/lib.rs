@@ -19,12 +19,13 @@ mod membership;
 mod offsets;
 pub mod records;
 mod subscription;
+mod txn_offsets;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::GroupConfig;
-pub use coordinator::{ClientInfo, Coordinator, Effect, Reply, ReplyId, WriteId};
+pub use coordinator::{ClientInfo, Coordinator, Effect, Reply, ReplyId, TxnProducer, WriteId};
 pub use error::GroupError;
 pub use group::GroupState;
 pub use records::{partition_for, CommittedOffset, KeyValue};

@@ -253,7 +253,7 @@ impl Coordinator {
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let (code, fetched) = self.fetch_group(&group.group_id, topics);
+                let (code, fetched) = self.fetch_group(&group.group_id, topics, req.require_stable);
                 resp.groups.push(OffsetFetchResponseGroup {
                     group_id: group.group_id,
                     error_code: code.code(),
@@ -275,7 +275,8 @@ impl Coordinator {
         });
         // v0-1 have no group-level error: a group error is repeated per partition.
         let partitions_only = version < 2;
-        let (code, fetched) = self.fetch_group(&req.group_id, requested.clone());
+        let (code, fetched) =
+            self.fetch_group(&req.group_id, requested.clone(), req.require_stable);
         let fetched = if code != ErrorCode::None && partitions_only {
             requested
                 .unwrap_or_default()
@@ -307,17 +308,23 @@ impl Coordinator {
     }
 
     /// One group's committed offsets for the requested partitions (`None`: all of them).
-    /// Partitions without a commit answer offset -1, as Kafka does.
+    /// Partitions without a commit answer offset -1, as Kafka does. With
+    /// `require_stable` (v7+, KIP-447), a partition whose offset an undecided
+    /// transaction may still change answers UNSTABLE_OFFSET_COMMIT.
     fn fetch_group(
         &self,
         group_id: &str,
         requested: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> (ErrorCode, Vec<(String, Vec<FetchedPartition>)>) {
         if let Lookup::Error(code) = self.lookup(group_id) {
             return (code, Vec::new());
         }
         let group = self.group(group_id);
         let value = |g: Option<&Group>, topic: &str, p: i32| -> FetchedPartition {
+            if require_stable && g.is_some_and(|g| g.has_pending_txn_offset(topic, p)) {
+                return FetchedPartition::none(p, ErrorCode::UnstableOffsetCommit);
+            }
             match g
                 .and_then(|g| g.offsets.get(topic))
                 .and_then(|ps| ps.get(&p))

@@ -250,7 +250,22 @@ impl ProducerState {
                     });
                 }
             }
-            let Some(p) = idempotent(b) else { continue };
+            let Some(p) = idempotent(b) else {
+                if b.transactional {
+                    let current = pending
+                        .get(&b.producer_id)
+                        .map(Option::as_ref)
+                        .unwrap_or_else(|| self.producers.get(&b.producer_id));
+                    if let Some(e) = current.filter(|e| b.producer_epoch < e.epoch) {
+                        return Err(StorageError::InvalidProducerEpoch {
+                            producer_id: b.producer_id,
+                            producer_epoch: b.producer_epoch,
+                            current_epoch: e.epoch,
+                        });
+                    }
+                }
+                continue;
+            };
             let entry = pending
                 .entry(p.producer_id)
                 .or_insert_with(|| self.producers.get(&p.producer_id).cloned());
@@ -305,21 +320,34 @@ impl ProducerState {
             });
             return;
         }
-        let Some(p) = idempotent(b) else { return };
-        let mut entry = self.producers.remove(&p.producer_id);
-        apply(
-            &mut entry,
-            &p,
-            b.max_timestamp,
-            b.base_offset,
-            b.last_offset(),
-        );
+        if b.control {
+            return;
+        }
+        let mut entry = self.producers.remove(&b.producer_id);
+        match idempotent(b) {
+            Some(p) => apply(
+                &mut entry,
+                &p,
+                b.max_timestamp,
+                b.base_offset,
+                b.last_offset(),
+            ),
+            // A transactional batch without a sequence: a coordinator's own write
+            // (transactional offset commits), which takes part in the transaction only.
+            None if b.transactional => {
+                let e = entry
+                    .get_or_insert_with(|| ProducerEntry::new(b.producer_epoch, b.max_timestamp));
+                e.set_epoch(b.producer_epoch);
+                e.last_timestamp = b.max_timestamp;
+            }
+            None => {}
+        }
         if let Some(mut e) = entry {
             if b.transactional && e.txn_first_offset.is_none() {
                 e.txn_first_offset = Some(b.base_offset);
-                self.txns.begin(p.producer_id, b.base_offset);
+                self.txns.begin(b.producer_id, b.base_offset);
             }
-            self.producers.insert(p.producer_id, e);
+            self.producers.insert(b.producer_id, e);
         }
     }
 

@@ -38,6 +38,7 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod replica_fetch;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use sluice_protocol::api::ApiKey;
@@ -86,6 +87,7 @@ pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
     (ApiKey::AddPartitionsToTxn, add_partitions_to_txn::VERSIONS),
     (ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
     (ApiKey::EndTxn, end_txn::VERSIONS),
+    (ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
 ];
 

@@ -17,6 +17,8 @@ use sluice_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse}
 use sluice_protocol::records::EndTxnMarker;
 use tokio::time::Instant;
 
+use sluice_group::OFFSETS_TOPIC;
+
 use crate::broker::{now_ms, Broker};
 use crate::commit::{append_committed, committed, CommitWait};
 
@@ -80,6 +82,28 @@ pub async fn handle(
     }))
     .await;
     for (m, t, i, result) in outcomes {
+        if result.is_ok() {
+            // A committed marker in an offsets partition decides the offsets the
+            // producer committed there in its transaction (Kafka's
+            // `onTransactionCompleted` for the group coordinator).
+            if let (Some(marker), Some(topic)) = (
+                req.markers.get(m),
+                req.markers.get(m).and_then(|x| x.topics.get(t)),
+            ) {
+                if topic.name == OFFSETS_TOPIC {
+                    if let Some(&partition) = topic.partition_indexes.get(i) {
+                        broker.groups.with(&broker.topics, |c| {
+                            c.complete_txn(
+                                partition,
+                                marker.producer_id,
+                                marker.transaction_result,
+                            );
+                            ((), Vec::new())
+                        });
+                    }
+                }
+            }
+        }
         if let Err(code) = result {
             if let Some(p) = markers
                 .get_mut(m)

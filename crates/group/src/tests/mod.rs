@@ -5,6 +5,7 @@ mod admin;
 mod offsets;
 mod rebalance;
 mod restore;
+mod txn_offsets;
 
 use std::collections::HashMap;
 
@@ -27,6 +28,8 @@ pub struct Harness {
     pub replies: HashMap<ReplyId, Reply>,
     /// (partition, records) in write order: the offsets topic as it would be.
     pub log: Vec<(i32, KeyValue)>,
+    /// The transaction each record of `log` was written in, if any.
+    pub log_txn: Vec<Option<crate::TxnProducer>>,
     pub hold_writes: bool,
     pub held: Vec<(crate::WriteId, i32, Vec<KeyValue>)>,
 }
@@ -62,6 +65,7 @@ impl Harness {
             next_reply: 1,
             replies: HashMap::new(),
             log: Vec::new(),
+            log_txn: Vec::new(),
             hold_writes: false,
             held: Vec::new(),
         }
@@ -88,10 +92,12 @@ impl Harness {
                         id,
                         partition,
                         records,
+                        transaction,
                     } => {
                         if self.hold_writes {
                             self.held.push((id, partition, records));
                         } else {
+                            self.log_txn.extend(records.iter().map(|_| transaction));
                             self.log.extend(records.into_iter().map(|r| (partition, r)));
                             next.extend(self.c.write_done(id, Ok(()), self.now));
                         }

@@ -285,3 +285,41 @@ fn retention_forgets_aborts_below_the_log_start_and_open_transactions_do_not_exp
     );
     assert_eq!(log.last_stable_offset(), 8);
 }
+
+#[test]
+fn coordinator_writes_without_sequences_take_part_in_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    // What the group coordinator writes for TxnOffsetCommit: producer id and epoch,
+    // no sequence.
+    let mut b = data(5, 2, -1, 1, true);
+    log.append_as_leader(&mut b, 0, 1_000).unwrap();
+    assert_eq!(
+        caught_up(&log),
+        0,
+        "the write opened producer 5's transaction"
+    );
+    let mut stale = data(5, 1, -1, 1, true);
+    let err = log.append_as_leader(&mut stale, 0, 1_000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::InvalidProducerEpoch {
+                current_epoch: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    end(&log, 5, 2, 0, true).unwrap();
+    assert_eq!(caught_up(&log), 2);
+    let p = &log.producer_states()[0];
+    assert_eq!(
+        (
+            p.producer_epoch,
+            p.last_sequence,
+            p.current_txn_start_offset
+        ),
+        (2, -1, -1)
+    );
+}
