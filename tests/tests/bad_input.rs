@@ -172,14 +172,14 @@ fn unknown_api_key_and_unsupported_versions() {
         },
     );
     assert_closed(&mut c, "produce v2");
-    // An API we do not serve yet (AddPartitionsToTxn, until transactions) is closed too.
+    // A version the schemas mark unstable (EndTxn v5, KIP-890) is not served: closed too.
     let mut c = RawClient::connect(&node.addr);
     c.send(
-        ApiKey::AddPartitionsToTxn,
-        3,
-        &sluice_protocol::messages::AddPartitionsToTxnRequest::default(),
+        ApiKey::EndTxn,
+        5,
+        &sluice_protocol::messages::EndTxnRequest::default(),
     );
-    assert_closed(&mut c, "unserved api");
+    assert_closed(&mut c, "unserved api version");
     // ApiVersions with a version from the future: a v0 answer with UNSUPPORTED_VERSION
     // and our ranges, so the client can retry.
     let mut c = RawClient::connect(&node.addr);

@@ -61,6 +61,9 @@ const MATRIX: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::WriteTxnMarkers, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     // ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848) are not advertised
     // until implemented: the match below is exact.
 ];

@@ -310,3 +310,295 @@ async fn consumed_offsets_commit_with_the_transaction_and_only_then() {
         (0..5).map(|i| format!("out-in-{i}")).collect::<Vec<_>>()
     );
 }
+
+// ---------------------------------------------------------------------------------
+// The coordinator over raw requests: Kafka's error codes for bad input, timeouts, and
+// the admin views (DescribeTransactions, ListTransactions, DescribeProducers).
+// ---------------------------------------------------------------------------------
+
+mod raw_txn {
+    use sluice_protocol::api::ApiKey;
+    use sluice_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use sluice_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+        InitProducerIdResponse,
+    };
+    use sluice_system_tests::raw::RawClient;
+
+    /// FindCoordinator for a transactional id (creating `__transaction_state`).
+    pub fn find(c: &mut RawClient, id: &str) -> i16 {
+        let req = FindCoordinatorRequest {
+            key: id.into(),
+            key_type: 1,
+            ..Default::default()
+        };
+        let resp: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
+        resp.error_code
+    }
+
+    /// (error, producer id, epoch).
+    pub fn init(c: &mut RawClient, id: &str, timeout_ms: i32) -> (i16, i64, i16) {
+        let req = InitProducerIdRequest {
+            transactional_id: Some(id.into()),
+            transaction_timeout_ms: timeout_ms,
+            producer_id: -1,
+            producer_epoch: -1,
+        };
+        let resp: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
+        (resp.error_code, resp.producer_id, resp.producer_epoch)
+    }
+
+    /// Every partition's code, in request order.
+    pub fn add(
+        c: &mut RawClient,
+        version: i16,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        parts: &[(&str, i32)],
+    ) -> Vec<i16> {
+        let req = AddPartitionsToTxnRequest {
+            v3_and_below_transactional_id: id.into(),
+            v3_and_below_producer_id: pid,
+            v3_and_below_producer_epoch: epoch,
+            v3_and_below_topics: parts
+                .iter()
+                .map(|(t, p)| AddPartitionsToTxnTopic {
+                    name: t.to_string(),
+                    partitions: vec![*p],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let resp: AddPartitionsToTxnResponse = c.call(ApiKey::AddPartitionsToTxn, version, &req);
+        resp.results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+            })
+            .collect()
+    }
+
+    pub fn end(
+        c: &mut RawClient,
+        version: i16,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> i16 {
+        let req = EndTxnRequest {
+            transactional_id: id.into(),
+            producer_id: pid,
+            producer_epoch: epoch,
+            committed: commit,
+        };
+        let resp: EndTxnResponse = c.call(ApiKey::EndTxn, version, &req);
+        resp.error_code
+    }
+}
+
+#[test]
+fn bad_transactional_requests_get_kafkas_error_codes() {
+    let s = Sluice::start(&["--transaction-max-timeout-ms", "60000"]);
+    let mut c = RawClient::connect(&s.addr);
+    must_create(&mut c, "bad", 1);
+    assert_eq!(raw_txn::find(&mut c, "b1"), 0);
+    let (code, ..) = raw_txn::init(&mut c, "b1", 60_001);
+    assert_eq!(code, ErrorCode::InvalidTransactionTimeout.code());
+    let (code, pid, epoch) = raw_txn::init(&mut c, "b1", 10_000);
+    assert_eq!((code, epoch), (0, 0));
+    // EndTxn with no transaction open; with an unknown id.
+    assert_eq!(
+        raw_txn::end(&mut c, 3, "b1", pid, epoch, true),
+        ErrorCode::InvalidTxnState.code()
+    );
+    assert_eq!(
+        raw_txn::end(&mut c, 3, "nobody", pid, epoch, true),
+        ErrorCode::InvalidProducerIdMapping.code()
+    );
+    // An unknown partition spoils the whole request.
+    assert_eq!(
+        raw_txn::add(&mut c, 3, "b1", pid, epoch, &[("bad", 0), ("bad", 7)]),
+        vec![
+            ErrorCode::OperationNotAttempted.code(),
+            ErrorCode::UnknownTopicOrPartition.code()
+        ]
+    );
+    assert_eq!(
+        raw_txn::add(&mut c, 3, "b1", pid, epoch, &[("bad", 0)]),
+        vec![0]
+    );
+    // Sequences out of order inside the transaction.
+    let first = produce_v(
+        &mut c,
+        9,
+        "bad",
+        0,
+        producer_batch(pid, epoch, 0, true, &[b"x"]),
+    );
+    assert_eq!(first.error_code, 0);
+    let gap = produce_v(
+        &mut c,
+        9,
+        "bad",
+        0,
+        producer_batch(pid, epoch, 5, true, &[b"y"]),
+    );
+    assert_eq!(gap.error_code, ErrorCode::OutOfOrderSequenceNumber.code());
+    // A second instance fences the first: it retries while the open transaction is
+    // aborted, then gets the next epoch.
+    let (code, ..) = raw_txn::init(&mut c, "b1", 10_000);
+    assert_eq!(code, ErrorCode::ConcurrentTransactions.code());
+    let bumped = loop {
+        let (code, p2, e2) = raw_txn::init(&mut c, "b1", 10_000);
+        if code == 0 {
+            assert_eq!(p2, pid);
+            break e2;
+        }
+        assert_eq!(code, ErrorCode::ConcurrentTransactions.code());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        bumped, 2,
+        "one bump to fence and abort, one for the new instance"
+    );
+    // The old epoch: PRODUCER_FENCED from v2, INVALID_PRODUCER_EPOCH before.
+    assert_eq!(
+        raw_txn::add(&mut c, 3, "b1", pid, epoch, &[("bad", 0)]),
+        vec![ErrorCode::ProducerFenced.code()]
+    );
+    assert_eq!(
+        raw_txn::add(&mut c, 1, "b1", pid, epoch, &[("bad", 0)]),
+        vec![ErrorCode::InvalidProducerEpoch.code()]
+    );
+    assert_eq!(
+        raw_txn::end(&mut c, 1, "b1", pid, epoch, true),
+        ErrorCode::InvalidProducerEpoch.code()
+    );
+    // The fenced transaction was aborted: nothing of it is visible to read_committed.
+    let data = fetch(&mut c, "bad", true);
+    assert_eq!(data.last_stable_offset, data.high_watermark);
+    let aborted = data.aborted_transactions.unwrap_or_default();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (pid, 0));
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_shows_in_the_admin_views() {
+    use sluice_protocol::messages::describe_producers_request::TopicRequest;
+    use sluice_protocol::messages::{
+        DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
+        DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse,
+    };
+    let s = Sluice::start(&[
+        "--transaction-abort-timed-out-transaction-cleanup-interval-ms",
+        "100",
+    ]);
+    let mut c = RawClient::connect(&s.addr);
+    must_create(&mut c, "slow", 1);
+    raw_txn::find(&mut c, "slow-app");
+    let (_, pid, epoch) = raw_txn::init(&mut c, "slow-app", 1_000);
+    assert_eq!(
+        raw_txn::add(&mut c, 3, "slow-app", pid, epoch, &[("slow", 0)]),
+        vec![0]
+    );
+    txn_write(&mut c, "slow", pid, 0, &[b"never committed"]);
+
+    let describe = |c: &mut RawClient| -> (String, i16, Vec<String>) {
+        let req = DescribeTransactionsRequest {
+            transactional_ids: vec!["slow-app".into()],
+        };
+        let resp: DescribeTransactionsResponse = c.call(ApiKey::DescribeTransactions, 0, &req);
+        let t = &resp.transaction_states[0];
+        assert_eq!(
+            (t.error_code, t.producer_id, t.transaction_timeout_ms),
+            (0, pid, 1_000)
+        );
+        (
+            t.transaction_state.clone(),
+            t.producer_epoch,
+            t.topics.iter().map(|t| t.topic.clone()).collect(),
+        )
+    };
+    assert_eq!(describe(&mut c), ("Ongoing".into(), 0, vec!["slow".into()]));
+    let list = |c: &mut RawClient, states: &[&str]| -> ListTransactionsResponse {
+        let req = ListTransactionsRequest {
+            state_filters: states.iter().map(|s| s.to_string()).collect(),
+            producer_id_filters: vec![],
+            duration_filter: -1,
+        };
+        c.call(ApiKey::ListTransactions, 1, &req)
+    };
+    let ongoing = list(&mut c, &["Ongoing", "Bogus"]);
+    assert_eq!(ongoing.unknown_state_filters, vec!["Bogus".to_string()]);
+    assert_eq!(ongoing.transaction_states.len(), 1);
+    assert_eq!(ongoing.transaction_states[0].transactional_id, "slow-app");
+    let producers: DescribeProducersResponse = c.call(
+        ApiKey::DescribeProducers,
+        0,
+        &DescribeProducersRequest {
+            topics: vec![TopicRequest {
+                name: "slow".into(),
+                partition_indexes: vec![0],
+            }],
+        },
+    );
+    let active = &producers.topics[0].partitions[0].active_producers;
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].producer_id, active[0].current_txn_start_offset),
+        (pid, 0)
+    );
+
+    // The coordinator aborts it under a bumped epoch within the timeout plus a check.
+    sluice_system_tests::wait_for(Duration::from_secs(10), "the timed-out abort", || {
+        describe(&mut c).0 == "CompleteAbort"
+    });
+    assert_eq!(describe(&mut c).1, epoch + 1);
+    assert!(list(&mut c, &["Ongoing"]).transaction_states.is_empty());
+    let data = fetch(&mut c, "slow", true);
+    assert_eq!(data.last_stable_offset, data.high_watermark);
+    assert_eq!(data.aborted_transactions.unwrap_or_default().len(), 1);
+    assert_eq!(
+        raw_txn::end(&mut c, 3, "slow-app", pid, epoch, true),
+        ErrorCode::ProducerFenced.code()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_producer_instance_fences_the_zombie() {
+    use rdkafka::producer::Producer;
+    let s = Sluice::start(&[]);
+    kafka::create_topic(&s.addr, "zombie", 1, &[]).await;
+    let t = Duration::from_secs(15);
+    let old = txn_producer(&s.addr, "app-1");
+    old.init_transactions(t).expect("init old");
+    old.begin_transaction().unwrap();
+    send(&old, "zombie", "from-the-zombie").await;
+
+    // The restarted instance takes over the transactional id.
+    let new = txn_producer(&s.addr, "app-1");
+    new.init_transactions(t).expect("init new");
+    let err = old
+        .commit_transaction(t)
+        .expect_err("the zombie must be fenced");
+    assert!(
+        err.to_string().to_lowercase().contains("fenced") || err.to_string().contains("epoch"),
+        "{err}"
+    );
+    new.begin_transaction().unwrap();
+    send(&new, "zombie", "from-the-new-instance").await;
+    new.commit_transaction(t).expect("commit new");
+    assert_eq!(
+        consumed(&s.addr, "zombie", "read_committed", 1),
+        vec!["from-the-new-instance"]
+    );
+    assert_eq!(
+        consumed(&s.addr, "zombie", "read_uncommitted", 2),
+        vec!["from-the-zombie", "from-the-new-instance"]
+    );
+}

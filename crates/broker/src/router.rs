@@ -339,6 +339,21 @@ async fn dispatch(
             let resp = handlers::add_offsets_to_txn::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
+        ApiKey::DescribeProducers => respond(
+            api,
+            &header,
+            &handlers::describe_producers::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DescribeTransactions => respond(
+            api,
+            &header,
+            &handlers::describe_transactions::handle(b, decode(&mut body, v)?, v),
+        ),
+        ApiKey::ListTransactions => respond(
+            api,
+            &header,
+            &handlers::list_transactions::handle(b, decode(&mut body, v)?, v),
+        ),
         ApiKey::TxnOffsetCommit => {
             let resp = handlers::txn_offset_commit::handle(b, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)

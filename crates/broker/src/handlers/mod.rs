@@ -17,8 +17,10 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -30,6 +32,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -89,6 +92,12 @@ pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
     (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
+    (ApiKey::DescribeProducers, describe_producers::VERSIONS),
+    (
+        ApiKey::DescribeTransactions,
+        describe_transactions::VERSIONS,
+    ),
+    (ApiKey::ListTransactions, list_transactions::VERSIONS),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {

@@ -11,6 +11,7 @@ use sluice_broker::BrokerConfig;
 use crate::cluster_flags::ClusterFlags;
 use crate::group_flags::GroupFlags;
 use crate::replication_flags::ReplicationFlags;
+use crate::txn_flags::TxnFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,6 +140,8 @@ pub struct Cli {
     #[command(flatten)]
     pub groups: GroupFlags,
     #[command(flatten)]
+    pub txns: TxnFlags,
+    #[command(flatten)]
     pub cluster: ClusterFlags,
     #[command(flatten)]
     pub replication: ReplicationFlags,
@@ -243,6 +246,7 @@ impl Cli {
         c.connections_max_idle_ms = self.connections_max_idle_ms;
         c.queued_max_request_bytes = self.queued_max_request_bytes;
         self.groups.apply(&mut c)?;
+        self.txns.apply(&mut c)?;
         self.cluster.apply(&mut c)?;
         self.replication.apply(&mut c)?;
         Ok(c)

@@ -5,6 +5,7 @@ mod cli;
 mod cluster_flags;
 mod group_flags;
 mod replication_flags;
+mod txn_flags;
 
 use anyhow::Context;
 use clap::Parser;
