@@ -602,3 +602,47 @@ async fn a_new_producer_instance_fences_the_zombie() {
         vec!["from-the-zombie", "from-the-new-instance"]
     );
 }
+
+/// Runs `txn-app` to its end (or its crash); returns whether it exited successfully.
+fn run_app(addr: &str, extra: &[&str]) -> bool {
+    let mut args = vec![addr, "ctp-app-id", "ctp-group", "eos-in", "eos-out", "100"];
+    args.extend_from_slice(extra);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_txn-app"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn txn-app");
+    sluice_system_tests::wait_timeout(&mut child, Duration::from_secs(120))
+        .expect("txn-app finishes")
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_is_exactly_once_across_an_application_crash() {
+    let s = Sluice::start(&[]);
+    kafka::create_topic(&s.addr, "eos-in", 1, &[]).await;
+    kafka::create_topic(&s.addr, "eos-out", 1, &[]).await;
+    let plain = kafka::producer(&s.addr, &[]);
+    for i in 0..100 {
+        send(&plain, "eos-in", &format!("{i}")).await;
+    }
+    // Three transactions of 10 commit; the fourth has 7 records flushed when the
+    // process dies.
+    assert!(
+        !run_app(&s.addr, &["--crash-after", "37"]),
+        "the app crashed"
+    );
+    // The restarted app (same transactional id) fences the dead one's transaction,
+    // resumes from the committed offset 30 and finishes.
+    assert!(run_app(&s.addr, &[]), "the restarted app finished");
+    let expected: Vec<String> = (0..100).map(|i| format!("out-{i}")).collect();
+    assert_eq!(
+        consumed(&s.addr, "eos-out", "read_committed", 101),
+        expected
+    );
+    // Underneath, the dead transaction's 7 records are there, aborted.
+    assert_eq!(
+        consumed(&s.addr, "eos-out", "read_uncommitted", 108).len(),
+        107
+    );
+}

@@ -331,7 +331,10 @@ impl Coordinator {
         if let Some(shard) = self.shards.get_mut(&partition) {
             shard.state = ShardState::Active;
             shard.groups.retain(|_, g| {
-                !(g.members.is_empty() && g.offsets.is_empty() && g.generation == 0)
+                !(g.members.is_empty()
+                    && g.offsets.is_empty()
+                    && g.pending_txn.is_empty()
+                    && g.generation == 0)
             });
             for g in shard.groups.values_mut() {
                 for m in g.members.values_mut() {
@@ -609,6 +612,7 @@ impl Coordinator {
                 if g.members.is_empty()
                     && g.pending.is_empty()
                     && g.offsets.is_empty()
+                    && g.pending_txn.is_empty()
                     && g.generation == 0
                 {
                     let p = self.partition_for(id);
@@ -686,6 +690,7 @@ impl Coordinator {
             let delete_group = g.state == GroupState::Empty
                 && g.offsets.is_empty()
                 && g.pending.is_empty()
+                && g.pending_txn.is_empty()
                 && (g.generation > 0 || !expired.is_empty());
             if delete_group {
                 if g.generation > 0 || g.protocol_type.is_some() {
