@@ -32,11 +32,19 @@ use crate::util::{self, cargo, describe, have, output};
 const SUITES: &[(&str, &[&str])] = &[
     (
         "confluent-kafka",
-        &["confluent_kafka_scenarios.py", "confluent_kafka_groups.py"],
+        &[
+            "confluent_kafka_scenarios.py",
+            "confluent_kafka_groups.py",
+            "confluent_kafka_transactions.py",
+        ],
     ),
     (
         "kafka-python",
-        &["kafka_python_scenarios.py", "kafka_python_groups.py"],
+        &[
+            "kafka_python_scenarios.py",
+            "kafka_python_groups.py",
+            "kafka_python_transactions.py",
+        ],
     ),
     ("kcat", &["kcat_scenarios.py", "kcat_groups.py"]),
     ("sarama", &["sarama_scenarios.py"]),
