@@ -16,7 +16,12 @@
 //!    returns the same value, and the offset does not vanish (`divergent`): reads of
 //!    the independent consumer during the run, then the final read;
 //! 5. ListOffsets `latest` of a partition, in observation order, never decreases
-//!    (`latest_decreased`).
+//!    (`latest_decreased`);
+//! 6. with transactions (`--transactions`), where every reader is read_committed: a
+//!    value of a committed transaction counts as acknowledged (so rule 1 proves no
+//!    committed record is lost), a value of an aborted one is never read
+//!    (`aborted_visible`), and a transaction whose commit had no known outcome is in
+//!    the log wholly or not at all (`partial_transaction`).
 //!
 //! [`windows`] computes the unavailability window of each kill.
 
@@ -48,6 +53,19 @@ pub struct Sent {
     pub at: Duration,
     /// What the delivery report said.
     pub outcome: Outcome,
+    /// The transaction it was sent in (`--transactions`), by number.
+    pub txn: Option<u64>,
+}
+
+/// How a transaction ended, as the producer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// commit_transaction returned success.
+    Committed,
+    /// abort_transaction returned success.
+    Aborted,
+    /// Neither is known (the producer failed in the middle and was replaced).
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +108,9 @@ pub struct History {
     pub final_log: BTreeMap<i32, Vec<(i64, Vec<u8>)>>,
     /// ListOffsets latest observations, in the order they were taken.
     pub latest: Vec<Latest>,
+    /// How each transaction ended (`--transactions`); a transaction missing here is
+    /// [`TxnOutcome::Unknown`].
+    pub txns: BTreeMap<u64, TxnOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +160,19 @@ pub enum Violation {
         to_node: i32,
         at_ms: u128,
     },
+    AbortedVisible {
+        partition: i32,
+        offset: i64,
+        value: String,
+        txn: u64,
+        /// "consumer" or "final".
+        source: &'static str,
+    },
+    PartialTransaction {
+        txn: u64,
+        present: usize,
+        total: usize,
+    },
 }
 
 impl Violation {
@@ -151,6 +185,8 @@ impl Violation {
             Violation::Phantom { .. } => "phantom",
             Violation::Divergent { .. } => "divergent",
             Violation::LatestDecreased { .. } => "latest_decreased",
+            Violation::AbortedVisible { .. } => "aborted_visible",
+            Violation::PartialTransaction { .. } => "partial_transaction",
         }
     }
 }
@@ -231,6 +267,24 @@ impl fmt::Display for Violation {
                 f,
                 "LATEST DECREASED: partition {partition}: ListOffsets latest {from} (node {from_node}) then {to} (node {to_node}) at {at_ms} ms"
             ),
+            Violation::AbortedVisible {
+                partition,
+                offset,
+                value,
+                txn,
+                source,
+            } => write!(
+                f,
+                "ABORTED VISIBLE: {value} of aborted transaction {txn} was read ({source}) at partition {partition} offset {offset}"
+            ),
+            Violation::PartialTransaction {
+                txn,
+                present,
+                total,
+            } => write!(
+                f,
+                "PARTIAL TRANSACTION: {present} of the {total} records of transaction {txn} (outcome unknown) are in the log"
+            ),
         }
     }
 }
@@ -248,6 +302,10 @@ pub struct Report {
     pub unacked_present: usize,
     pub consumer_reads: usize,
     pub latest_observations: usize,
+    /// Transactions committed, aborted, and of unknown outcome (`--transactions`).
+    pub txns_committed: usize,
+    pub txns_aborted: usize,
+    pub txns_unknown: usize,
     pub violations: Vec<Violation>,
 }
 
@@ -273,6 +331,24 @@ pub fn check(h: &History) -> Report {
         latest_observations: h.latest.len(),
         ..Report::default()
     };
+    let txn_of = |s: &Sent| {
+        s.txn
+            .map(|t| h.txns.get(&t).copied().unwrap_or(TxnOutcome::Unknown))
+    };
+    // The offset a value must be at (-1: anywhere) if it must be in the log: acked
+    // outside a transaction, or part of a committed one.
+    let required = |s: &Sent| match (txn_of(s), &s.outcome) {
+        (None | Some(TxnOutcome::Committed), Outcome::Acked { offset, .. }) => Some(*offset),
+        (Some(TxnOutcome::Committed), _) => Some(-1),
+        _ => None,
+    };
+    for t in h.txns.values() {
+        match t {
+            TxnOutcome::Committed => r.txns_committed += 1,
+            TxnOutcome::Aborted => r.txns_aborted += 1,
+            TxnOutcome::Unknown => r.txns_unknown += 1,
+        }
+    }
     // (partition, seq) -> outcome.
     let mut sent: HashMap<(i32, u64), &Outcome> = HashMap::new();
     for s in &h.sent {
@@ -303,11 +379,33 @@ pub fn check(h: &History) -> Report {
     }
 
     // Rule 1: acknowledged exactly once, at its offset; unacknowledged at most once.
+    // Rule 6: nothing of an aborted transaction; unknown ones whole or not at all.
     let mut dup: Vec<Violation> = Vec::new();
+    let mut unknown: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     for s in &h.sent {
         let key = (s.partition, s.seq);
         let offsets = found.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let acked = matches!(s.outcome, Outcome::Acked { .. });
+        let must = required(s);
+        let acked = must.is_some();
+        match (txn_of(s), s.txn) {
+            (Some(TxnOutcome::Aborted), Some(txn)) => {
+                for &offset in offsets {
+                    r.violations.push(Violation::AbortedVisible {
+                        partition: s.partition,
+                        offset,
+                        value: value(s.partition, s.seq),
+                        txn,
+                        source: "final",
+                    });
+                }
+            }
+            (Some(TxnOutcome::Unknown), Some(txn)) => {
+                let e = unknown.entry(txn).or_default();
+                e.0 += usize::from(!offsets.is_empty());
+                e.1 += 1;
+            }
+            _ => {}
+        }
         if !acked && !offsets.is_empty() {
             r.unacked_present += 1;
         }
@@ -319,14 +417,14 @@ pub fn check(h: &History) -> Report {
                 acked,
             });
         }
-        if let Outcome::Acked { offset, .. } = s.outcome {
+        if let Some(offset) = must {
             if offsets.is_empty() {
                 r.violations.push(Violation::Lost {
                     partition: s.partition,
                     value: value(s.partition, s.seq),
                     acked_offset: offset,
                 });
-            } else if !offsets.contains(&offset) {
+            } else if offset >= 0 && !offsets.contains(&offset) {
                 r.violations.push(Violation::AckOffsetMismatch {
                     partition: s.partition,
                     value: value(s.partition, s.seq),
@@ -337,12 +435,41 @@ pub fn check(h: &History) -> Report {
         }
     }
     r.violations.extend(dup);
+    for (txn, (present, total)) in unknown {
+        if present != 0 && present != total {
+            r.violations.push(Violation::PartialTransaction {
+                txn,
+                present,
+                total,
+            });
+        }
+    }
+    // The run's consumer (read_committed) never returned an aborted value either.
+    let aborted: HashMap<(i32, u64), u64> = h
+        .sent
+        .iter()
+        .filter(|s| txn_of(s) == Some(TxnOutcome::Aborted))
+        .filter_map(|s| Some(((s.partition, s.seq), s.txn?)))
+        .collect();
+    for rd in &h.reads {
+        if let Some((p, seq)) = parse_value(&rd.value) {
+            if let Some(&txn) = aborted.get(&(p, seq)) {
+                r.violations.push(Violation::AbortedVisible {
+                    partition: rd.partition,
+                    offset: rd.offset,
+                    value: text(&rd.value),
+                    txn,
+                    source: "consumer",
+                });
+            }
+        }
+    }
 
     // Rule 2: per partition, acknowledged values in send (seq) order sit at increasing
     // offsets (their first occurrence).
     let mut acked_by_partition: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
     for s in &h.sent {
-        if matches!(s.outcome, Outcome::Acked { .. }) {
+        if required(s).is_some() {
             acked_by_partition
                 .entry(s.partition)
                 .or_default()
@@ -563,6 +690,7 @@ mod tests {
                         offset,
                         at: ms(seq * 10 + 5),
                     },
+                    txn: None,
                 });
                 h.reads.push(Read {
                     partition: p,
@@ -626,6 +754,7 @@ mod tests {
                 seq,
                 at: ms(100),
                 outcome,
+                txn: None,
             });
         }
         h.final_log
@@ -671,6 +800,7 @@ mod tests {
             seq: 3,
             at: ms(50),
             outcome: Outcome::Failed { error: "x".into() },
+            txn: None,
         });
         let log = h.final_log.get_mut(&0).unwrap();
         log.push((3, value(0, 3).into_bytes()));
@@ -759,6 +889,7 @@ mod tests {
             seq: 3,
             at: ms(40),
             outcome: Outcome::Failed { error: "x".into() },
+            txn: None,
         });
         let r = check(&h);
         assert_eq!(kinds(&r), ["divergent"], "{:?}", r.violations);
@@ -810,6 +941,7 @@ mod tests {
                 offset: 0,
                 at: ms(ack),
             },
+            txn: None,
         };
         let sent = vec![
             // Sent before the kill, acked after it: does not count.
@@ -853,5 +985,81 @@ mod tests {
         let b: Vec<u64> = (0..5).map(|_| r.below(6)).collect();
         assert_eq!(a, b);
         assert!(a.iter().all(|&x| x < 6));
+    }
+
+    /// Partition 0 gets transactions 1 (committed, seqs 3-4), 2 (aborted, 5-6) and
+    /// 3 (unknown, 7-8) after the clean history.
+    fn with_transactions() -> History {
+        let mut h = clean();
+        for (txn, outcome, seqs) in [
+            (1, TxnOutcome::Committed, [3u64, 4]),
+            (2, TxnOutcome::Aborted, [5, 6]),
+            (3, TxnOutcome::Unknown, [7, 8]),
+        ] {
+            h.txns.insert(txn, outcome);
+            for seq in seqs {
+                h.sent.push(Sent {
+                    partition: 0,
+                    seq,
+                    at: ms(100 + seq),
+                    outcome: Outcome::Acked {
+                        offset: seq as i64,
+                        at: ms(101 + seq),
+                    },
+                    txn: Some(txn),
+                });
+            }
+        }
+        let log = h.final_log.get_mut(&0).unwrap();
+        for seq in [3u64, 4] {
+            log.push((seq as i64, value(0, seq).into_bytes()));
+        }
+        h
+    }
+
+    #[test]
+    fn transactions_are_judged_by_their_outcome() {
+        // Committed in, aborted out (their offsets are skipped, not read), unknown out.
+        let r = check(&with_transactions());
+        assert!(r.ok(), "{:?}", r.violations);
+        assert_eq!(
+            (r.txns_committed, r.txns_aborted, r.txns_unknown),
+            (1, 1, 1)
+        );
+        // The unknown one wholly in is fine too.
+        let mut h = with_transactions();
+        let log = h.final_log.get_mut(&0).unwrap();
+        log.push((7, value(0, 7).into_bytes()));
+        log.push((8, value(0, 8).into_bytes()));
+        assert!(check(&h).ok());
+        // Half of it is not.
+        let mut h = with_transactions();
+        h.final_log
+            .get_mut(&0)
+            .unwrap()
+            .push((7, value(0, 7).into_bytes()));
+        let r = check(&h);
+        assert_eq!(kinds(&r), ["partial_transaction"], "{:?}", r.violations);
+        // A committed record missing is lost, even though its delivery was acked.
+        let mut h = with_transactions();
+        h.final_log.get_mut(&0).unwrap().pop();
+        assert_eq!(kinds(&check(&h)), ["lost"]);
+        // An aborted record read, by the final read or by the consumer.
+        let mut h = with_transactions();
+        h.final_log
+            .get_mut(&0)
+            .unwrap()
+            .push((5, value(0, 5).into_bytes()));
+        let r = check(&h);
+        assert_eq!(kinds(&r), ["aborted_visible"], "{:?}", r.violations);
+        assert!(r.violations[0].to_string().contains("transaction 2"));
+        let mut h = with_transactions();
+        h.reads.push(Read {
+            partition: 0,
+            offset: 6,
+            value: value(0, 6).into_bytes(),
+        });
+        let r = check(&h);
+        assert!(kinds(&r).contains(&"aborted_visible"), "{:?}", r.violations);
     }
 }

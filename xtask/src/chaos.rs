@@ -4,6 +4,8 @@
 //! the controller leader, then a checker that proves no acknowledged write was lost,
 //! duplicated or reordered, nothing appeared that was never sent, reads never diverged
 //! and ListOffsets `latest` never went back; it prints the unavailability per kill.
+//! `--transactions` makes the producer transactional (issue 6) and the checker prove
+//! that read_committed readers never see an aborted record and lose no committed one.
 //!
 //! Arguments are passed through to the driver (see `chaos --help`); `--json` defaults to
 //! `target/chaos/chaos.json`. The driver's stderr (its progress and every node's log)

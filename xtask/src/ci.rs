@@ -60,12 +60,30 @@ pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
     if !quick {
         step("fuzz", &mut || crate::fuzz::run(root, &[]));
         step("compat", &mut || crate::compat::run(root, &[]));
-        // A short chaos schedule: six kills, at least one of the controller leader.
+        // A short chaos schedule: six kills, at least one of the controller leader;
+        // then three with a transactional producer.
         step("chaos", &mut || {
             let args: Vec<String> = ["--nodes", "3", "--kills", "6", "--seed", "20261122"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+            crate::chaos::run(root, &args)?;
+            // And with transactions (issue 6): no aborted record read, none committed lost.
+            let json = root.join("target/chaos/chaos-transactions.json");
+            let mut args: Vec<String> = [
+                "--nodes",
+                "3",
+                "--kills",
+                "3",
+                "--seed",
+                "20261123",
+                "--transactions",
+                "--json",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.push(json.display().to_string());
             crate::chaos::run(root, &args)
         });
     }

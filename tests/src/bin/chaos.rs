@@ -24,6 +24,12 @@
 //! judges the history; the unavailability window of each kill is the time from the kill
 //! until every partition the victim led acknowledged a message sent after the kill.
 //!
+//! With `--transactions` the producer is transactional instead: transactions of
+//! `--txn-size` messages (round robin over the partitions), of which `--abort-percent`
+//! are aborted on purpose; every reader is read_committed, and the checker also proves
+//! that no aborted record is read, no committed one is lost, and a transaction whose
+//! outcome the producer could not learn is all there or not at all.
+//!
 //! Prints its seed first, the summary and every violation on stdout, progress on stderr
 //! (with every node's log, prefixed `[node-i]`). Exit status: 0 clean, 1 violations,
 //! 2 the run could not complete (the cluster did not come up or heal, the final read
@@ -54,7 +60,8 @@ use sluice_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 use sluice_system_tests::chaos::{
-    check, median_max, value, windows, History, Kill, Latest, Outcome, Read, Rng, Sent, Window,
+    check, median_max, value, windows, History, Kill, Latest, Outcome, Read, Rng, Sent, TxnOutcome,
+    Window,
 };
 use sluice_system_tests::cluster::{Cluster, View};
 use sluice_system_tests::raw::{LazyClient as Conn, RawClient};
@@ -77,6 +84,9 @@ usage: chaos [--nodes 3] [--kills K] [--seed S] [options]
   --replica-lag-ms MS     --replica-lag-time-max-ms for the nodes, if sluice has that
                           flag (default 2000)
   --sluice-arg ARG        one more argument for every node (repeatable)
+  --transactions          a transactional producer (see --txn-size, --abort-percent)
+  --txn-size N            messages per transaction (default 10)
+  --abort-percent P       transactions aborted on purpose (default 20)
   --no-idempotence        acks=all without enable.idempotence (max.in.flight 1), to
                           try the harness on a broker without InitProducerId; retries
                           may then duplicate, which the checker reports
@@ -109,6 +119,9 @@ struct Args {
     replica_lag_ms: u64,
     sluice_args: Vec<String>,
     idempotence: bool,
+    transactions: bool,
+    txn_size: usize,
+    abort_percent: u64,
     json: Option<PathBuf>,
 }
 
@@ -130,6 +143,9 @@ fn parse() -> Result<Args> {
         replica_lag_ms: 2000,
         sluice_args: Vec::new(),
         idempotence: true,
+        transactions: false,
+        txn_size: 10,
+        abort_percent: 20,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -167,6 +183,9 @@ fn parse() -> Result<Args> {
             }
             "--sluice-arg" => a.sluice_args.push(value()?),
             "--no-idempotence" => a.idempotence = false,
+            "--transactions" => a.transactions = true,
+            "--txn-size" => a.txn_size = value()?.parse().context("--txn-size")?,
+            "--abort-percent" => a.abort_percent = value()?.parse().context("--abort-percent")?,
             "--json" => a.json = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -180,6 +199,9 @@ fn parse() -> Result<Args> {
     }
     if a.partitions < 1 || a.rate == 0 || a.controller_percent > 100 {
         bail!("--partitions and --rate must be positive, --controller-percent at most 100");
+    }
+    if a.txn_size == 0 || a.abort_percent > 100 {
+        bail!("--txn-size must be positive, --abort-percent at most 100");
     }
     Ok(a)
 }
@@ -378,12 +400,22 @@ impl ClientContext for Quiet {
 
 impl ConsumerContext for Quiet {}
 
+/// The transactional id of `--transactions` (one producer instance at a time).
+const TXN_ID: &str = "chaos-txn";
+/// Bound on each transaction call (init, commit, abort): it rides out failovers.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn producer(
     bootstrap: &str,
     idempotence: bool,
+    transactional: bool,
     ctx: Recorder,
 ) -> Result<ThreadedProducer<Recorder>> {
     let mut c = ClientConfig::new();
+    if transactional {
+        c.set("transactional.id", TXN_ID)
+            .set("transaction.timeout.ms", "60000");
+    }
     c.set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", idempotence.to_string())
@@ -401,12 +433,21 @@ fn producer(
         // Keep per-partition order across retries without the idempotent producer.
         c.set("max.in.flight.requests.per.connection", "1");
     }
-    c.create_with_context(ctx).context("producer")
+    let p: ThreadedProducer<Recorder> = c.create_with_context(ctx).context("producer")?;
+    if transactional {
+        // Fences a previous instance (aborting or finishing its transaction).
+        p.init_transactions(TXN_CALL_TIMEOUT)
+            .context("init_transactions")?;
+    }
+    Ok(p)
 }
 
 fn consumer(bootstrap: &str, who: &'static str) -> Result<BaseConsumer<Quiet>> {
     let mut c = ClientConfig::new();
+    // isolation.level is librdkafka's default, read_committed: with --transactions it
+    // is what the checker relies on, and without transactions it changes nothing.
     c.set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_committed")
         .set("group.id", "chaos-unused")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -436,8 +477,10 @@ struct Shared {
     producer_restarts: AtomicU64,
     partition_mismatch: AtomicU64,
     consumer_errors: AtomicU64,
-    /// Highest offset + 1 the run consumer read, per partition.
+    /// The run consumer's position (the next offset it reads), per partition.
     consumed_end: Mutex<BTreeMap<i32, i64>>,
+    /// How each transaction ended (`--transactions`).
+    txns: Mutex<BTreeMap<u64, TxnOutcome>>,
     /// Set when the run cannot go on (the producer cannot work at all).
     abort: Mutex<Option<String>>,
 }
@@ -446,6 +489,107 @@ impl Shared {
     fn aborted(&self) -> Option<String> {
         self.abort.lock().ok().and_then(|a| a.clone())
     }
+}
+
+/// Hands one message (the next of `partition`) to the producer, recording it in
+/// `shared.sent`; a full local queue is waited out (bounded).
+fn enqueue(
+    shared: &Shared,
+    p: &ThreadedProducer<Recorder>,
+    partition: i32,
+    seq: u64,
+    txn: Option<u64>,
+) -> Result<()> {
+    let v = value(partition, seq);
+    let idx = {
+        let mut sent = shared
+            .sent
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        sent.push(Sent {
+            partition,
+            seq,
+            at: shared.start.elapsed(),
+            outcome: Outcome::Pending,
+            txn,
+        });
+        sent.len() - 1
+    };
+    let mut tries = 0;
+    loop {
+        let rec = BaseRecord::<(), str, usize>::with_opaque_to(TOPIC, idx)
+            .partition(partition)
+            .payload(v.as_str());
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                if tries < 1000 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((e, _)) => {
+                if let Ok(mut sent) = shared.sent.lock() {
+                    sent[idx].outcome = Outcome::Failed {
+                        error: format!("enqueue: {e}"),
+                    };
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Sleeps until the next send is due at `rate` (without bursting after a stall).
+struct Pacer {
+    period: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Self {
+        Self {
+            period: Duration::from_nanos(1_000_000_000 / rate),
+            next: Instant::now(),
+        }
+    }
+
+    fn wait(&mut self) {
+        self.next += self.period;
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        } else if now - self.next > Duration::from_secs(1) {
+            self.next = now; // do not burst after a stall
+        }
+    }
+}
+
+fn make_producer(
+    shared: &Shared,
+    bootstrap: &str,
+    idempotence: bool,
+    transactional: bool,
+) -> Result<ThreadedProducer<Recorder>> {
+    producer(
+        bootstrap,
+        idempotence,
+        transactional,
+        Recorder {
+            start: shared.start,
+            sent: shared.sent.clone(),
+            partition_mismatch: AtomicU64::new(0),
+        },
+    )
+}
+
+/// Flushes a producer being retired and keeps its delivery-partition mismatch count.
+fn retire(shared: &Shared, p: &ThreadedProducer<Recorder>) {
+    let _ = p.flush(Duration::from_secs(5));
+    shared.partition_mismatch.fetch_add(
+        p.context().partition_mismatch.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 /// The producer loop: round robin over partitions at `rate`, until stopped; then a
@@ -458,21 +602,9 @@ fn produce(
     rate: u64,
     idempotence: bool,
 ) -> Result<()> {
-    let make = || {
-        producer(
-            bootstrap,
-            idempotence,
-            Recorder {
-                start: shared.start,
-                sent: shared.sent.clone(),
-                partition_mismatch: AtomicU64::new(0),
-            },
-        )
-    };
-    let mut p = make()?;
+    let mut p = make_producer(shared, bootstrap, idempotence, false)?;
     let mut seq = vec![0u64; partitions as usize];
-    let period = Duration::from_nanos(1_000_000_000 / rate);
-    let mut next = Instant::now();
+    let mut pacer = Pacer::new(rate);
     let mut n: u64 = 0;
     let mut last_fatal_check = Instant::now();
     while !shared.stop_producer.load(Ordering::Relaxed) {
@@ -492,73 +624,120 @@ fn produce(
                 progress(&format!(
                     "producer fatal error {code:?}: {reason}; starting a new producer"
                 ));
-                let _ = p.flush(Duration::from_secs(5));
-                shared.partition_mismatch.fetch_add(
-                    p.context().partition_mismatch.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
-                p = make()?;
+                retire(shared, &p);
+                p = make_producer(shared, bootstrap, idempotence, false)?;
                 shared.producer_restarts.fetch_add(1, Ordering::Relaxed);
             }
         }
         let partition = (n % partitions as u64) as i32;
-        let s = seq[partition as usize];
-        let v = value(partition, s);
-        let idx = {
-            let mut sent = shared
-                .sent
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?;
-            sent.push(Sent {
-                partition,
-                seq: s,
-                at: shared.start.elapsed(),
-                outcome: Outcome::Pending,
-            });
-            sent.len() - 1
-        };
-        let mut tries = 0;
-        loop {
-            let rec = BaseRecord::<(), str, usize>::with_opaque_to(TOPIC, idx)
-                .partition(partition)
-                .payload(v.as_str());
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
-                    if tries < 1000 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err((e, _)) => {
-                    if let Ok(mut sent) = shared.sent.lock() {
-                        sent[idx].outcome = Outcome::Failed {
-                            error: format!("enqueue: {e}"),
-                        };
-                    }
-                    break;
-                }
-            }
-        }
+        enqueue(shared, &p, partition, seq[partition as usize], None)?;
         seq[partition as usize] += 1;
         n += 1;
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > Duration::from_secs(1) {
-            next = now; // do not burst after a stall
-        }
+        pacer.wait();
     }
     progress("producer: flushing");
     if let Err(e) = p.flush(Duration::from_millis(MESSAGE_TIMEOUT_MS + 5000)) {
         progress(&format!("producer: flush: {e}"));
     }
-    shared.partition_mismatch.fetch_add(
-        p.context().partition_mismatch.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    retire(shared, &p);
     Ok(())
+}
+
+/// The transactional producer loop (`--transactions`): transactions of `size` messages
+/// round robin over the partitions at `rate`, committed, or aborted on purpose with
+/// probability `abort_percent`, until stopped. A transaction whose commit or abort
+/// failed for good has an unknown outcome; the producer is then replaced (the new
+/// instance fences the old one, which settles that transaction one way or the other).
+fn produce_transactions(shared: &Shared, bootstrap: &str, args: &Args) -> Result<()> {
+    let mut p = make_producer(shared, bootstrap, true, true)?;
+    let mut rng = Rng::new(args.seed ^ 0x7478_6e73);
+    let mut seq = vec![0u64; args.partitions as usize];
+    let mut pacer = Pacer::new(args.rate);
+    let (mut n, mut txn) = (0u64, 0u64);
+    while !shared.stop_producer.load(Ordering::Relaxed) {
+        txn += 1;
+        let outcome = match p.begin_transaction() {
+            Err(e) => Err(format!("begin: {e}")),
+            Ok(()) => {
+                for _ in 0..args.txn_size {
+                    let partition = (n % args.partitions as u64) as i32;
+                    enqueue(shared, &p, partition, seq[partition as usize], Some(txn))?;
+                    seq[partition as usize] += 1;
+                    n += 1;
+                    pacer.wait();
+                }
+                if rng.below(100) < args.abort_percent {
+                    finish(&p, false)
+                } else {
+                    finish(&p, true)
+                }
+            }
+        };
+        let outcome = outcome.unwrap_or_else(|why| {
+            progress(&format!(
+                "transaction {txn}: outcome unknown ({why}); starting a new producer"
+            ));
+            TxnOutcome::Unknown
+        });
+        if let Ok(mut t) = shared.txns.lock() {
+            t.insert(txn, outcome);
+        }
+        if outcome == TxnOutcome::Unknown {
+            retire(shared, &p);
+            // Until a new instance is initialised (the coordinator may be failing over).
+            p = loop {
+                match make_producer(shared, bootstrap, true, true) {
+                    Ok(p) => break p,
+                    Err(e) if !shared.stop_producer.load(Ordering::Relaxed) => {
+                        progress(&format!("producer: {e:#}; retrying"));
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            shared.producer_restarts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    retire(shared, &p);
+    Ok(())
+}
+
+/// Commits (or aborts) the open transaction, retrying what librdkafka says is
+/// retriable and aborting what it says must be aborted; `Err` when the outcome is
+/// unknown.
+fn finish(p: &ThreadedProducer<Recorder>, commit: bool) -> std::result::Result<TxnOutcome, String> {
+    let mut commit = commit;
+    for _ in 0..5 {
+        let result = if commit {
+            p.commit_transaction(TXN_CALL_TIMEOUT)
+        } else {
+            p.abort_transaction(TXN_CALL_TIMEOUT)
+        };
+        match result {
+            Ok(()) if commit => return Ok(TxnOutcome::Committed),
+            Ok(()) => return Ok(TxnOutcome::Aborted),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                progress(&format!("transaction: {e}; retrying"));
+            }
+            Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && commit => {
+                progress(&format!("transaction: {e}; aborting it"));
+                commit = false;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("still failing after 5 attempts".into())
+}
+
+/// Next offset per partition of a consumer's position list (unset ones omitted).
+fn positions(tpl: &TopicPartitionList) -> BTreeMap<i32, i64> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The independent consumer, until stopped.
@@ -566,6 +745,11 @@ fn consume(shared: &Shared, bootstrap: &str, partitions: i32) -> Result<()> {
     let c = consumer(bootstrap, "consumer")?;
     assign_all(&c, partitions)?;
     while !shared.stop_observers.load(Ordering::Relaxed) {
+        // The position, not the last record: read_committed skips aborted records and
+        // transaction markers, which are never returned.
+        if let (Ok(pos), Ok(mut end)) = (c.position(), shared.consumed_end.lock()) {
+            *end = positions(&pos);
+        }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let read = Read {
@@ -573,10 +757,6 @@ fn consume(shared: &Shared, bootstrap: &str, partitions: i32) -> Result<()> {
                     offset: m.offset(),
                     value: m.payload().unwrap_or_default().to_vec(),
                 };
-                if let Ok(mut end) = shared.consumed_end.lock() {
-                    let e = end.entry(read.partition).or_insert(0);
-                    *e = (*e).max(read.offset + 1);
-                }
                 if let Ok(mut r) = shared.reads.lock() {
                     r.push(read);
                 }
@@ -695,9 +875,20 @@ fn final_read(
     assign_all(&c, partitions)?;
     let mut log: BTreeMap<i32, BTreeMap<i64, Vec<u8>>> = BTreeMap::new();
     let mut next: BTreeMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
+    // Done once the position passes the high watermark (read_committed skips aborted
+    // records and markers, so the last record returned may lie below it).
     let done = |next: &BTreeMap<i32, i64>| next.iter().all(|(p, n)| *n >= high[p]);
     let mut conflicts = Vec::new();
     while !done(&next) {
+        if let Ok(pos) = c.position() {
+            for (p, o) in positions(&pos) {
+                let n = next.entry(p).or_insert(0);
+                *n = (*n).max(o);
+            }
+        }
+        if done(&next) {
+            break;
+        }
         if start.elapsed() > timeout {
             bail!("the final read did not reach the high watermarks {high:?} within {timeout:?} (reached {next:?})");
         }
@@ -973,18 +1164,23 @@ fn run(args: &Args) -> Result<i32> {
         partition_mismatch: AtomicU64::new(0),
         consumer_errors: AtomicU64::new(0),
         consumed_end: Mutex::new(BTreeMap::new()),
+        txns: Mutex::new(BTreeMap::new()),
         abort: Mutex::new(None),
     };
     let mut chaos = Chaos::default();
     let (kill_result, heal, final_result) = std::thread::scope(|s| {
         let producer = s.spawn(|| {
-            produce(
-                &shared,
-                &bootstrap,
-                args.partitions,
-                args.rate,
-                args.idempotence,
-            )
+            if args.transactions {
+                produce_transactions(&shared, &bootstrap, args)
+            } else {
+                produce(
+                    &shared,
+                    &bootstrap,
+                    args.partitions,
+                    args.rate,
+                    args.idempotence,
+                )
+            }
         });
         let consumer = s.spawn(|| consume(&shared, &bootstrap, args.partitions));
         let poller = s.spawn(|| poll_latest(&shared, &addrs, args.partitions, args.latest_poll));
@@ -1077,12 +1273,14 @@ fn run(args: &Args) -> Result<i32> {
             offset: h,
         });
     }
+    let txns = shared.txns.lock().map(|t| t.clone()).unwrap_or_default();
     let history = History {
         partitions: args.partitions,
         sent,
         reads,
         final_log,
         latest,
+        txns,
     };
     // Without the final log the loss and phantom checks mean nothing: skip them.
     let report = if failures.iter().any(|f| f.starts_with("final read")) {
@@ -1160,6 +1358,16 @@ fn run(args: &Args) -> Result<i32> {
             r.count("latest_decreased")
         );
     }
+    if let Some(r) = report.as_ref().filter(|_| args.transactions) {
+        println!(
+            "chaos: transactions committed {}, aborted {}, outcome unknown {}; aborted records read {}, partial transactions {}",
+            r.txns_committed,
+            r.txns_aborted,
+            r.txns_unknown,
+            r.count("aborted_visible"),
+            r.count("partial_transaction")
+        );
+    }
     println!(
         "chaos: producer restarts (fatal errors) {}, delivery partition mismatches {}, consumer errors {}",
         shared.producer_restarts.load(Ordering::Relaxed),
@@ -1202,6 +1410,10 @@ fn run(args: &Args) -> Result<i32> {
             "duration_secs": args.duration.map(|d| d.as_secs()),
             "controller_percent": args.controller_percent,
             "idempotence": args.idempotence,
+            "transactions": args.transactions.then(|| json!({
+                "txn_size": args.txn_size,
+                "abort_percent": args.abort_percent,
+            })),
             "node_args": node_args,
             "run_seconds": (end.as_secs_f64() * 10.0).round() / 10.0,
             "counts": report.as_ref().map(|r| json!({
@@ -1212,6 +1424,9 @@ fn run(args: &Args) -> Result<i32> {
                 "ack_offset_mismatch": r.count("ack_offset_mismatch"),
                 "out_of_order": r.count("out_of_order"), "phantom": r.count("phantom"),
                 "divergent": r.count("divergent"), "latest_decreased": r.count("latest_decreased"),
+                "txns_committed": r.txns_committed, "txns_aborted": r.txns_aborted,
+                "txns_unknown": r.txns_unknown, "aborted_visible": r.count("aborted_visible"),
+                "partial_transaction": r.count("partial_transaction"),
             })),
             "violations": report.as_ref().map(|r| r.violations.iter().take(1000).map(|v| v.to_string()).collect::<Vec<_>>()),
             "high_watermarks": high.iter().map(|(p, h)| (p.to_string(), json!(h))).collect::<serde_json::Map<_, _>>(),
