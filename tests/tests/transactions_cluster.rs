@@ -45,6 +45,34 @@ fn coordinator(c: &Cluster, via: i32) -> i32 {
     found
 }
 
+/// Values of `partitions` of `TOPIC` as a read_committed consumer returns them, until
+/// `want` arrived or `limit` passed. Transport errors are expected while a killed node
+/// is down: librdkafka reports them and goes on.
+fn read_committed(
+    bootstrap: &str,
+    partitions: &[i32],
+    want: usize,
+    limit: Duration,
+) -> Vec<String> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let consumer = kafka::consumer(bootstrap, &[("isolation.level", "read_committed")]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    while out.len() < want && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
 fn producer(bootstrap: &str) -> FutureProducer {
     let p = kafka::producer(
         bootstrap,
@@ -111,18 +139,7 @@ async fn killing_the_coordinator_during_commit_keeps_transactions_atomic() {
         .expect("commit last");
 
     eprintln!("commit outcomes by round: {outcomes:?}");
-    let consumer = kafka::consumer(&bootstrap, &[("isolation.level", "read_committed")]);
-    let got = kafka::consume(
-        &consumer,
-        TOPIC,
-        &[(0, Offset::Beginning), (1, Offset::Beginning)],
-        7,
-        Duration::from_secs(8),
-    );
-    let values: Vec<String> = got
-        .iter()
-        .map(|g| String::from_utf8(g.value.clone().unwrap_or_default()).unwrap())
-        .collect();
+    let values = read_committed(&bootstrap, &[0, 1], 7, Duration::from_secs(8));
     assert!(values.contains(&"last".to_string()), "{values:?}");
     for (round, committed) in outcomes {
         let seen: Vec<&String> = values
@@ -175,18 +192,7 @@ async fn a_decided_commit_completes_after_the_coordinator_dies() {
         .expect("the decision is written: commit returns");
     c.kill9(coord);
     c.signal(other, "CONT");
-    let consumer = kafka::consumer(&bootstrap, &[("isolation.level", "read_committed")]);
-    let got = kafka::consume(
-        &consumer,
-        TOPIC,
-        &[(0, Offset::Beginning)],
-        2,
-        Duration::from_secs(30),
-    );
-    let values: Vec<String> = got
-        .iter()
-        .map(|g| String::from_utf8(g.value.clone().unwrap_or_default()).unwrap())
-        .collect();
+    let values = read_committed(&bootstrap, &[0], 2, Duration::from_secs(30));
     assert_eq!(values, vec!["decided-1", "decided-2"]);
     c.restart(coord);
 }

@@ -125,6 +125,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "controller") {
         return crate::bench_controller::run(root, &args[1..]);
     }
+    if args.first().is_some_and(|a| a == "transactions") {
+        return crate::bench_txn::run(root, &args[1..]);
+    }
     let opts = parse(root, args)?;
     if opts.null_sink_only && opts.cluster.is_some() {
         bail!("--null-sink and --cluster exclude each other");
@@ -277,13 +280,6 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
     let replication = nodes.min(3);
     let min_insync = replication.min(2);
-    let ports = free_ports(2 * nodes as usize)?;
-    let client_port = |i: u32| ports[2 * (i as usize - 1)];
-    let rpc_port = |i: u32| ports[2 * (i as usize - 1) + 1];
-    let voters: Vec<String> = (1..=nodes)
-        .map(|i| format!("{i}@127.0.0.1:{}", rpc_port(i)))
-        .collect();
-    let voters = voters.join(",");
     let data_root = opts
         .out
         .join(format!("cluster-data-{}", std::process::id()));
@@ -292,41 +288,7 @@ fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
         .map(|i| opts.out.join(format!("cluster-node-{i}.log")))
         .collect();
     let result = (|| -> Result<Value> {
-        // Every node is spawned before any is awaited: a node logs `sluice listening`
-        // only once a majority of the voters has formed the quorum and unfenced it.
-        let mut starting = Vec::new();
-        for i in 1..=nodes {
-            let data = data_root.join(format!("node-{i}"));
-            std::fs::create_dir_all(&data)?;
-            let args = [
-                "--node-id".to_string(),
-                i.to_string(),
-                "--data-dir".into(),
-                data.to_string_lossy().into_owned(),
-                "--listen".into(),
-                format!("127.0.0.1:{}", client_port(i)),
-                "--rpc-listen".into(),
-                format!("127.0.0.1:{}", rpc_port(i)),
-                "--voters".into(),
-                voters.clone(),
-                "--default-replication-factor".into(),
-                replication.to_string(),
-                "--min-insync-replicas".into(),
-                min_insync.to_string(),
-            ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            starting.push(Server::spawn(
-                &bin.join("sluice"),
-                &args,
-                "sluice listening",
-                &logs[i as usize - 1],
-                Some(("SLUICE_LOG_LEVEL", "info")),
-            )?);
-        }
-        let mut servers = Vec::new();
-        for s in starting {
-            servers.push(s.wait(Duration::from_secs(60))?);
-        }
+        let servers = start_nodes(bin, &data_root, &logs, replication, min_insync)?;
         let bootstrap: Vec<&str> = servers.iter().map(|s| s.addr.as_str()).collect();
         let bootstrap = bootstrap.join(",");
         let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
@@ -370,6 +332,62 @@ fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
     result
 }
 
+/// Starts one cluster node per log in `logs` (node ids from 1) on free 127.0.0.1 ports,
+/// all voters, data under `data_root`, with Kafka's replication defaults set to
+/// `replication` and `min_insync`; returns once every node listens.
+pub(crate) fn start_nodes(
+    bin: &Path,
+    data_root: &Path,
+    logs: &[PathBuf],
+    replication: u32,
+    min_insync: u32,
+) -> Result<Vec<Server>> {
+    let nodes = logs.len() as u32;
+    let ports = free_ports(2 * logs.len())?;
+    let client_port = |i: u32| ports[2 * (i as usize - 1)];
+    let rpc_port = |i: u32| ports[2 * (i as usize - 1) + 1];
+    let voters: Vec<String> = (1..=nodes)
+        .map(|i| format!("{i}@127.0.0.1:{}", rpc_port(i)))
+        .collect();
+    let voters = voters.join(",");
+    // Every node is spawned before any is awaited: a node logs `sluice listening`
+    // only once a majority of the voters has formed the quorum and unfenced it.
+    let mut starting = Vec::new();
+    for i in 1..=nodes {
+        let data = data_root.join(format!("node-{i}"));
+        std::fs::create_dir_all(&data)?;
+        let args = [
+            "--node-id".to_string(),
+            i.to_string(),
+            "--data-dir".into(),
+            data.to_string_lossy().into_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", client_port(i)),
+            "--rpc-listen".into(),
+            format!("127.0.0.1:{}", rpc_port(i)),
+            "--voters".into(),
+            voters.clone(),
+            "--default-replication-factor".into(),
+            replication.to_string(),
+            "--min-insync-replicas".into(),
+            min_insync.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        starting.push(Server::spawn(
+            &bin.join("sluice"),
+            &args,
+            "sluice listening",
+            &logs[i as usize - 1],
+            Some(("SLUICE_LOG_LEVEL", "info")),
+        )?);
+    }
+    let mut servers = Vec::new();
+    for s in starting {
+        servers.push(s.wait(Duration::from_secs(60))?);
+    }
+    Ok(servers)
+}
+
 /// `n` distinct free TCP ports on 127.0.0.1 (bound together, then released).
 fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
@@ -383,7 +401,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 
 /// SIGTERM to every server, then waits up to 30 s for all of them; the first failure
 /// is returned after every server is gone.
-fn stop_all(servers: Vec<Server>) -> Result<()> {
+pub(crate) fn stop_all(servers: Vec<Server>) -> Result<()> {
     for s in &servers {
         s.terminate();
     }

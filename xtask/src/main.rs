@@ -6,6 +6,7 @@
 mod bench;
 mod bench_controller;
 mod bench_groups;
+mod bench_txn;
 mod chaos;
 mod ci;
 mod cluster;
@@ -42,6 +43,10 @@ commands:
       Produce/consume throughput and latency with librdkafka; JSON + SVG in target/bench/.
   bench groups [--quick]
       Consumer-group settle time and commit throughput/latency; JSON + SVG in target/bench/.
+  bench transactions [--quick]
+      Transactions of 100 records with librdkafka against the idempotent acks=all
+      baseline, on one node and three (RF 3): transactions/s, records/s and the
+      latency a commit adds; JSON + SVG in target/bench/.
   bench controller [--quick] [--runs N]
       Metadata quorum on 3 local nodes: kill -9 of a broker / of the controller leader
       until every survivor shows it fenced with new leaders, and the CreateTopics round

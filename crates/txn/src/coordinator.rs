@@ -11,7 +11,12 @@
 //! [`TxnCoordinator::write_done`]) and takes effect only once written, so a failed write
 //! is never visible and a new coordinator's replay sees exactly what clients were told.
 //! While a write of an id is in flight, other requests for it get
-//! CONCURRENT_TRANSACTIONS (the client retries). Once PrepareCommit or PrepareAbort is
+//! CONCURRENT_TRANSACTIONS (the client retries), except AddPartitionsToTxn /
+//! AddOffsetsToTxn: a producer starts its next transaction right after EndTxn returns,
+//! while the previous one's markers are still being written, and a client told to retry
+//! waits out its whole retry backoff (librdkafka: 100 ms) for what takes a few
+//! milliseconds. So those requests are parked on the id (a few at most, for at most
+//! [`PARK_MAX_MS`]) and run again as soon as its write completes. Once PrepareCommit or PrepareAbort is
 //! written the outcome is decided: the client is answered, `Effect::Markers` asks the
 //! broker to write the markers to every partition of the transaction (reported back with
 //! [`TxnCoordinator::markers_done`]), and CompleteCommit or CompleteAbort is written
@@ -36,6 +41,12 @@ pub type ReplyId = u64;
 pub type WriteId = u64;
 /// Identifies a marker job the coordinator asked for.
 pub type MarkerJobId = u64;
+
+/// Longest an AddPartitionsToTxn waits parked for the previous transaction to complete
+/// before it is told CONCURRENT_TRANSACTIONS after all.
+pub const PARK_MAX_MS: i64 = 5_000;
+/// Most requests parked on one transactional id.
+const MAX_PARKED: usize = 8;
 
 /// An answer to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +136,19 @@ struct Entry {
     markers_written: bool,
     /// Not before this time is a failed marker job or completion tried again.
     retry_at: i64,
+    /// AddPartitionsToTxn requests waiting for the write in flight (or the previous
+    /// transaction's completion).
+    parked: Vec<Parked>,
+}
+
+/// An AddPartitionsToTxn / AddOffsetsToTxn request waiting on its id.
+#[derive(Debug)]
+struct Parked {
+    reply: ReplyId,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<TopicPartition>,
+    since: i64,
 }
 
 impl Entry {
@@ -135,6 +159,7 @@ impl Entry {
             markers: None,
             markers_written: false,
             retry_at: 0,
+            parked: Vec::new(),
         }
     }
 
@@ -344,9 +369,9 @@ impl TxnCoordinator {
     /// This broker no longer leads `partition`: requests waiting on its writes are told
     /// NOT_COORDINATOR and its marker jobs are dropped (the next coordinator resends).
     pub fn unload(&mut self, partition: i32) -> Vec<Effect> {
-        if self.shards.remove(&partition).is_none() {
+        let Some(shard) = self.shards.remove(&partition) else {
             return Vec::new();
-        }
+        };
         let doomed: Vec<WriteId> = self
             .writes
             .iter()
@@ -360,6 +385,14 @@ impl TxnCoordinator {
             }
         }
         self.jobs.retain(|_, (p, _)| *p != partition);
+        for entry in shard.txns.into_values() {
+            for p in entry.parked {
+                effects.push(Effect::Reply(
+                    p.reply,
+                    Reply::Done(ErrorCode::NotCoordinator),
+                ));
+            }
+        }
         effects
     }
 
@@ -483,13 +516,23 @@ impl TxnCoordinator {
         now: i64,
         reply: ReplyId,
     ) -> Vec<Effect> {
+        if self.park(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            partitions,
+            now,
+            reply,
+        ) {
+            return Vec::new();
+        }
         let (partition, meta) = match self.current(transactional_id, producer_id, producer_epoch) {
             Err(code) => return vec![Effect::Reply(reply, Reply::Done(code))],
             Ok(found) => found,
         };
         let ongoing = meta.state == TxnState::Ongoing;
         if !ongoing && !meta.state.is_resting() {
-            // Decided and still completing: the client retries.
+            // Decided and still completing (and too many parked already).
             return vec![Effect::Reply(
                 reply,
                 Reply::Done(ErrorCode::ConcurrentTransactions),
@@ -506,6 +549,67 @@ impl TxnCoordinator {
         }
         target.last_update_ms = now;
         self.write(partition, transactional_id, Some(target), After::Ack(reply))
+    }
+
+    /// Parks an AddPartitionsToTxn of the id's current producer while a write of the id
+    /// is in flight or its decided transaction completes; `false` if it was not parked.
+    fn park(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+        now: i64,
+        reply: ReplyId,
+    ) -> bool {
+        let Ok((partition, _)) = self.entry(transactional_id) else {
+            return false;
+        };
+        let Some(entry) = self
+            .shards
+            .get_mut(&partition)
+            .and_then(|s| s.txns.get_mut(transactional_id))
+        else {
+            return false;
+        };
+        let current =
+            entry.meta.producer_id == producer_id && entry.meta.producer_epoch == producer_epoch;
+        let waiting = entry.busy() || entry.meta.state.is_prepared();
+        if !current || !waiting || entry.parked.len() >= MAX_PARKED {
+            return false;
+        }
+        entry.parked.push(Parked {
+            reply,
+            producer_id,
+            producer_epoch,
+            partitions: partitions.to_vec(),
+            since: now,
+        });
+        true
+    }
+
+    /// Runs again the requests parked on an id whose write just completed.
+    fn release_parked(&mut self, partition: i32, id: &str, now: i64) -> Vec<Effect> {
+        let parked = match self
+            .shards
+            .get_mut(&partition)
+            .and_then(|s| s.txns.get_mut(id))
+        {
+            Some(e) if !e.busy() && !e.meta.state.is_prepared() => std::mem::take(&mut e.parked),
+            _ => return Vec::new(),
+        };
+        let mut effects = Vec::new();
+        for p in parked {
+            effects.extend(self.add_partitions(
+                id,
+                p.producer_id,
+                p.producer_epoch,
+                &p.partitions,
+                now,
+                p.reply,
+            ));
+        }
+        effects
     }
 
     /// AddPartitionsToTxn v4+ with `VerifyOnly` (KIP-890): which of `partitions` are in
@@ -650,6 +754,19 @@ impl TxnCoordinator {
         let Some(w) = self.writes.remove(&id) else {
             return Vec::new();
         };
+        let (partition, txn_id) = (w.partition, w.transactional_id.clone());
+        let mut effects = self.write_finished(w, id, result, now);
+        effects.extend(self.release_parked(partition, &txn_id, now));
+        effects
+    }
+
+    fn write_finished(
+        &mut self,
+        w: PendingWrite,
+        id: WriteId,
+        result: Result<(), ErrorCode>,
+        now: i64,
+    ) -> Vec<Effect> {
         let backoff = self.config.retry_backoff_ms;
         let Some(entry) = self
             .shards
@@ -747,6 +864,21 @@ impl TxnCoordinator {
             self.next_expiry_check = now.saturating_add(self.config.remove_expired_interval_ms);
         }
         let expiration = self.config.id_expiration_ms;
+        let mut effects = Vec::new();
+        for shard in self.shards.values_mut() {
+            for e in shard.txns.values_mut() {
+                e.parked.retain(|p| {
+                    let keep = now.saturating_sub(p.since) < PARK_MAX_MS;
+                    if !keep {
+                        effects.push(Effect::Reply(
+                            p.reply,
+                            Reply::Done(ErrorCode::ConcurrentTransactions),
+                        ));
+                    }
+                    keep
+                });
+            }
+        }
         let mut work: Vec<(i32, String, Work)> = Vec::new();
         for (&partition, shard) in &self.shards {
             if shard.state != ShardState::Active {
@@ -781,7 +913,6 @@ impl TxnCoordinator {
                 }
             }
         }
-        let mut effects = Vec::new();
         for (partition, id, job) in work {
             effects.extend(match job {
                 Work::Markers => self.send_markers(partition, &id, now),

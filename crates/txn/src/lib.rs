@@ -21,6 +21,7 @@ mod tests;
 pub use config::TxnConfig;
 pub use coordinator::{
     Effect, Init, Listed, MarkerJob, MarkerJobId, Reply, ReplyId, TxnCoordinator, WriteId,
+    PARK_MAX_MS,
 };
 pub use error::TxnError;
 pub use records::KeyValue;

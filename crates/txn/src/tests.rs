@@ -202,10 +202,6 @@ fn a_committed_transaction_goes_through_every_state() {
         h.end(ID, pid, epoch, true, 21),
         done(ErrorCode::ConcurrentTransactions)
     );
-    assert_eq!(
-        h.add(ID, pid, epoch, &[("c", 0)], 21),
-        done(ErrorCode::ConcurrentTransactions)
-    );
     h.markers_ok(30);
     let meta = h.c.describe(ID).unwrap();
     assert_eq!(meta.state, TxnState::CompleteCommit);
@@ -255,22 +251,30 @@ fn requests_get_kafkas_errors() {
         h.add(ID, pid, epoch + 1, &[("a", 0)], 1),
         done(ErrorCode::ProducerFenced)
     );
-    // A request while a write of the id is in flight.
+    // A write of the id fails: the client is told, nothing changed.
     h.auto = false;
     let r = h.next_reply;
     h.next_reply += 1;
     let effects = h.c.add_partitions(ID, pid, epoch, &[("a".into(), 0)], 2, r);
     h.run(effects, 2);
-    assert_eq!(
-        h.add(ID, pid, epoch, &[("b", 0)], 2),
-        done(ErrorCode::ConcurrentTransactions)
-    );
-    // The write fails: the client is told, nothing changed.
     let w = h.queued.remove(0);
     let effects = h.c.write_done(w, Err(ErrorCode::NotEnoughReplicas), 3);
     h.run(effects, 3);
     assert_eq!(h.reply_to(r), done(ErrorCode::CoordinatorNotAvailable));
     assert_eq!(h.state(ID), TxnState::Empty);
+    // EndTxn while a write is in flight.
+    let r = h.next_reply;
+    h.next_reply += 1;
+    let effects = h.c.add_partitions(ID, pid, epoch, &[("a".into(), 0)], 3, r);
+    h.run(effects, 3);
+    assert_eq!(
+        h.end(ID, pid, epoch, true, 3),
+        done(ErrorCode::ConcurrentTransactions)
+    );
+    let w = h.queued.remove(0);
+    let effects = h.c.write_done(w, Ok(()), 3);
+    h.run(effects, 3);
+    assert_eq!(h.reply_to(r), OK);
 
     // Shards this coordinator does not serve, or is still loading.
     let p = h.c.partition_for(ID);
@@ -501,4 +505,56 @@ fn idle_transactional_ids_expire() {
     assert!(!loading);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].transactional_id, "busy");
+}
+
+#[test]
+fn the_next_transactions_first_add_waits_for_the_previous_to_complete() {
+    let mut h = H::new();
+    let (pid, epoch) = producer(h.init(ID, 0));
+    h.add(ID, pid, epoch, &[("a", 0)], 1);
+    h.end(ID, pid, epoch, true, 2);
+    // The producer starts its next transaction while the markers are out: parked, not
+    // told to retry.
+    let r = h.next_reply;
+    h.next_reply += 1;
+    let effects = h.c.add_partitions(ID, pid, epoch, &[("b".into(), 0)], 3, r);
+    h.run(effects, 3);
+    assert!(h.replies.is_empty(), "parked: {:?}", h.replies);
+    // Another producer epoch is not parked.
+    assert_eq!(
+        h.add(ID, pid, epoch + 1, &[("b", 0)], 3),
+        done(ErrorCode::ProducerFenced)
+    );
+    h.markers_ok(4);
+    assert_eq!(h.reply_to(r), OK);
+    let meta = h.c.describe(ID).unwrap();
+    assert_eq!(meta.state, TxnState::Ongoing);
+    assert_eq!(
+        meta.partitions.into_iter().collect::<Vec<_>>(),
+        vec![("b".to_string(), 0)]
+    );
+
+    // Markers that do not complete: the parked request gives up after PARK_MAX_MS.
+    h.end(ID, pid, epoch, true, 10);
+    let r = h.next_reply;
+    h.next_reply += 1;
+    let effects =
+        h.c.add_partitions(ID, pid, epoch, &[("c".into(), 0)], 11, r);
+    h.run(effects, 11);
+    let effects = h.c.tick(11 + crate::PARK_MAX_MS - 1);
+    h.run(effects, 11);
+    assert!(h.replies.iter().all(|(id, _)| *id != r));
+    let effects = h.c.tick(11 + crate::PARK_MAX_MS);
+    h.run(effects, 11);
+    assert_eq!(h.reply_to(r), done(ErrorCode::ConcurrentTransactions));
+    // And a shard given up answers its parked requests.
+    let r = h.next_reply;
+    h.next_reply += 1;
+    let effects =
+        h.c.add_partitions(ID, pid, epoch, &[("c".into(), 0)], 12, r);
+    h.run(effects, 12);
+    let p = h.c.partition_for(ID);
+    let effects = h.c.unload(p);
+    h.run(effects, 13);
+    assert_eq!(h.reply_to(r), done(ErrorCode::NotCoordinator));
 }
