@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use sluice_group::OFFSETS_TOPIC;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
@@ -16,8 +17,6 @@ use sluice_protocol::messages::write_txn_markers_response::{
 use sluice_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use sluice_protocol::records::EndTxnMarker;
 use tokio::time::Instant;
-
-use sluice_group::OFFSETS_TOPIC;
 
 use crate::broker::{now_ms, Broker};
 use crate::commit::{append_committed, committed, CommitWait};
