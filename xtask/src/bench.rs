@@ -332,6 +332,36 @@ fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
     result
 }
 
+/// The options of the smaller benches (`bench groups`, `bench transactions`):
+/// `--quick` and `--out DIR` (default `target/bench`).
+pub(crate) struct SmallOpts {
+    pub(crate) quick: bool,
+    pub(crate) out: PathBuf,
+}
+
+impl SmallOpts {
+    pub(crate) fn parse(root: &Path, args: &[String], bench: &str) -> Result<SmallOpts> {
+        let mut opts = SmallOpts {
+            quick: false,
+            out: root.join("target/bench"),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => opts.quick = true,
+                "--out" => {
+                    opts.out =
+                        std::env::current_dir()?.join(it.next().context("--out needs a value")?)
+                }
+                other => bail!(
+                    "unknown option {other} (usage: cargo xtask bench {bench} [--quick] [--out DIR])"
+                ),
+            }
+        }
+        Ok(opts)
+    }
+}
+
 /// Starts one cluster node per log in `logs` (node ids from 1) on free 127.0.0.1 ports,
 /// all voters, data under `data_root`, with Kafka's replication defaults set to
 /// `replication` and `min_insync`; returns once every node listens.

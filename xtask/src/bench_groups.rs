@@ -8,45 +8,20 @@
 //! which shows what a default deployment gives a new group.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start, Server};
+use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start, Server, SmallOpts};
 use crate::util::{cargo, output, run as run_cmd};
-
-struct Opts {
-    quick: bool,
-    out: PathBuf,
-}
-
-fn parse(root: &Path, args: &[String]) -> Result<Opts> {
-    let mut opts = Opts {
-        quick: false,
-        out: root.join("target/bench"),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => opts.quick = true,
-            "--out" => {
-                opts.out = std::env::current_dir()?.join(it.next().context("--out needs a value")?)
-            }
-            other => bail!(
-                "unknown option {other} (usage: cargo xtask bench groups [--quick] [--out DIR])"
-            ),
-        }
-    }
-    Ok(opts)
-}
 
 /// Starts a broker with `extra` flags on a fresh data dir and runs the driver phases.
 fn run_against(
     root: &Path,
-    opts: &Opts,
+    opts: &SmallOpts,
     name: &str,
     extra: &[&str],
     driver_args: &[&str],
@@ -87,7 +62,7 @@ fn run_against(
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let opts = parse(root, args)?;
+    let opts = SmallOpts::parse(root, args, "groups")?;
     let started = Instant::now();
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-system-tests", "--bins"]))?;
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;

@@ -15,33 +15,9 @@ use serde_json::{json, Value};
 
 use crate::bench::{
     bar_panel, code_state, loadavg, machine_info, start_nodes, stop_all, svg_start, Server,
+    SmallOpts,
 };
 use crate::util::{cargo, output, run as run_cmd};
-
-struct Opts {
-    quick: bool,
-    out: PathBuf,
-}
-
-fn parse(root: &Path, args: &[String]) -> Result<Opts> {
-    let mut opts = Opts {
-        quick: false,
-        out: root.join("target/bench"),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => opts.quick = true,
-            "--out" => {
-                opts.out = std::env::current_dir()?.join(it.next().context("--out needs a value")?)
-            }
-            other => bail!(
-                "unknown option {other} (usage: cargo xtask bench transactions [--quick] [--out DIR])"
-            ),
-        }
-    }
-    Ok(opts)
-}
 
 fn drive(bin: &Path, bootstrap: &str, batches: &str, rf: &str) -> Result<Value> {
     let out = Command::new(bin.join("txn-bench"))
@@ -55,7 +31,7 @@ fn drive(bin: &Path, bootstrap: &str, batches: &str, rf: &str) -> Result<Value> 
     serde_json::from_slice(&out.stdout).context("txn-bench output")
 }
 
-fn single_node(bin: &Path, opts: &Opts, batches: &str) -> Result<Value> {
+fn single_node(bin: &Path, opts: &SmallOpts, batches: &str) -> Result<Value> {
     let data = opts.out.join(format!("txn-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
@@ -76,7 +52,7 @@ fn single_node(bin: &Path, opts: &Opts, batches: &str) -> Result<Value> {
     result
 }
 
-fn cluster(bin: &Path, opts: &Opts, batches: &str) -> Result<Value> {
+fn cluster(bin: &Path, opts: &SmallOpts, batches: &str) -> Result<Value> {
     let data = opts.out.join(format!("txn-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let logs: Vec<PathBuf> = (1..=3)
@@ -94,7 +70,7 @@ fn cluster(bin: &Path, opts: &Opts, batches: &str) -> Result<Value> {
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let opts = parse(root, args)?;
+    let opts = SmallOpts::parse(root, args, "transactions")?;
     let started = Instant::now();
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-system-tests", "--bins"]))?;
     run_cmd(cargo(root).args(["build", "--release", "-p", "sluice-broker"]))?;

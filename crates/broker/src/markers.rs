@@ -22,7 +22,7 @@ use sluice_protocol::messages::write_txn_markers_request::{
 };
 use sluice_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use sluice_replication::client::KafkaConnection;
-use sluice_txn::{MarkerJob, TopicPartition};
+use sluice_txn::{by_topic, MarkerJob, TopicPartition};
 use tracing::debug;
 
 use crate::broker::Broker;
@@ -110,16 +110,13 @@ pub async fn write(broker: &Arc<Broker>, job: &MarkerJob) -> Result<(), ErrorCod
 }
 
 fn request(job: &MarkerJob, partitions: &[TopicPartition]) -> WriteTxnMarkersRequest {
-    let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
-    for (topic, partition) in partitions {
-        match topics.last_mut() {
-            Some(t) if &t.name == topic => t.partition_indexes.push(*partition),
-            _ => topics.push(WritableTxnMarkerTopic {
-                name: topic.clone(),
-                partition_indexes: vec![*partition],
-            }),
-        }
-    }
+    let topics = by_topic(partitions)
+        .into_iter()
+        .map(|(name, partition_indexes)| WritableTxnMarkerTopic {
+            name,
+            partition_indexes,
+        })
+        .collect();
     WriteTxnMarkersRequest {
         markers: vec![WritableTxnMarker {
             producer_id: job.producer_id,

@@ -20,7 +20,7 @@ use sluice_protocol::messages::{
 
 use crate::coordinator::{Coordinator, Effect, Lookup, Out, PendingWrite, Reply};
 use crate::group::{Group, GroupState};
-use crate::records::{self, CommittedOffset};
+use crate::records::{self, CommittedOffset, KeyValue};
 use crate::ReplyId;
 
 /// One requested partition's committed offset, before it takes the shape of the
@@ -90,7 +90,42 @@ fn commit_response_with(req: &OffsetCommitRequest, code: ErrorCode) -> OffsetCom
     }
 }
 
+/// Offsets of one commit request that passed their checks: their records, and the
+/// offsets to apply once written.
+#[derive(Default)]
+pub(crate) struct Staged {
+    pub records: Vec<KeyValue>,
+    pub offsets: Vec<(String, i32, CommittedOffset)>,
+}
+
 impl Coordinator {
+    /// Checks one partition's commit (the partition exists, the metadata is not too
+    /// long) and stages its record; returns the partition's code (NONE when staged).
+    pub(crate) fn stage(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        value: CommittedOffset,
+        partitions: &dyn Fn(&str, i32) -> bool,
+        staged: &mut Staged,
+    ) -> ErrorCode {
+        if !partitions(topic, partition) {
+            return ErrorCode::UnknownTopicOrPartition;
+        }
+        if value.metadata.len() > self.config.offset_metadata_max_bytes {
+            return ErrorCode::OffsetMetadataTooLarge;
+        }
+        match records::offset_record(group, topic, partition, &value) {
+            Ok(rec) => {
+                staged.records.push(rec);
+                staged.offsets.push((topic.to_string(), partition, value));
+                ErrorCode::None
+            }
+            Err(_) => ErrorCode::OffsetMetadataTooLarge,
+        }
+    }
+
     /// OffsetCommit: answered once the offsets are written (`Reply::Commit`).
     /// `partitions` says whether a topic partition exists, as the broker's metadata has it.
     pub fn offset_commit(
@@ -120,27 +155,10 @@ impl Coordinator {
             fail(&mut out, code);
             return out;
         }
-        let max_metadata = self.config.offset_metadata_max_bytes;
         let mut response = commit_response_with(&req, ErrorCode::None);
-        let mut offsets = Vec::new();
-        let mut records = Vec::new();
+        let mut staged = Staged::default();
         for (t, rt) in req.topics.iter().zip(response.topics.iter_mut()) {
             for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
-                let code = if !partitions(&t.name, p.partition_index) {
-                    ErrorCode::UnknownTopicOrPartition
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > max_metadata)
-                {
-                    ErrorCode::OffsetMetadataTooLarge
-                } else {
-                    ErrorCode::None
-                };
-                rp.error_code = code.code();
-                if code != ErrorCode::None {
-                    continue;
-                }
                 // v1 carries a commit timestamp per partition (-1: now); v2-4 a
                 // retention time for the whole request, which Kafka turns into an
                 // explicit expire timestamp.
@@ -165,27 +183,29 @@ impl Coordinator {
                     commit_timestamp,
                     expire_timestamp,
                 };
-                match records::offset_record(&req.group_id, &t.name, p.partition_index, &value) {
-                    Ok(rec) => {
-                        records.push(rec);
-                        offsets.push((t.name.clone(), p.partition_index, value));
-                    }
-                    Err(_) => rp.error_code = ErrorCode::OffsetMetadataTooLarge.code(),
-                }
+                let code = self.stage(
+                    &req.group_id,
+                    &t.name,
+                    p.partition_index,
+                    value,
+                    partitions,
+                    &mut staged,
+                );
+                rp.error_code = code.code();
             }
         }
-        if records.is_empty() {
+        if staged.records.is_empty() {
             out.push(Effect::Reply(reply, Reply::Commit(response)));
             return out;
         }
         let partition = self.partition_for(&req.group_id);
         self.write(
             partition,
-            records,
+            staged.records,
             PendingWrite::Commit {
                 reply,
                 group: req.group_id.clone(),
-                offsets,
+                offsets: staged.offsets,
                 response,
             },
             &mut out,

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::coordinator::{Coordinator, Effect, Lookup, Out, PendingWrite, Reply, TxnProducer};
 use crate::group::{Group, GroupState};
+use crate::offsets::Staged;
 use crate::records::{self, CommittedOffset, Record};
 use crate::ReplyId;
 
@@ -69,27 +70,10 @@ impl Coordinator {
             fail(&mut out, code);
             return out;
         }
-        let max_metadata = self.config.offset_metadata_max_bytes;
         let mut response = response_with(&req, ErrorCode::None);
-        let mut offsets = Vec::new();
-        let mut records = Vec::new();
+        let mut staged = Staged::default();
         for (t, rt) in req.topics.iter().zip(response.topics.iter_mut()) {
             for (p, rp) in t.partitions.iter().zip(rt.partitions.iter_mut()) {
-                let code = if !partitions(&t.name, p.partition_index) {
-                    ErrorCode::UnknownTopicOrPartition
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > max_metadata)
-                {
-                    ErrorCode::OffsetMetadataTooLarge
-                } else {
-                    ErrorCode::None
-                };
-                rp.error_code = code.code();
-                if code != ErrorCode::None {
-                    continue;
-                }
                 let value = CommittedOffset {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
@@ -97,16 +81,18 @@ impl Coordinator {
                     commit_timestamp: now,
                     expire_timestamp: None,
                 };
-                match records::offset_record(&req.group_id, &t.name, p.partition_index, &value) {
-                    Ok(rec) => {
-                        records.push(rec);
-                        offsets.push((t.name.clone(), p.partition_index, value));
-                    }
-                    Err(_) => rp.error_code = ErrorCode::OffsetMetadataTooLarge.code(),
-                }
+                let code = self.stage(
+                    &req.group_id,
+                    &t.name,
+                    p.partition_index,
+                    value,
+                    partitions,
+                    &mut staged,
+                );
+                rp.error_code = code.code();
             }
         }
-        if records.is_empty() {
+        if staged.records.is_empty() {
             out.push(Effect::Reply(reply, Reply::TxnCommit(response)));
             return out;
         }
@@ -117,13 +103,13 @@ impl Coordinator {
         };
         self.write_as(
             partition,
-            records,
+            staged.records,
             Some(producer),
             PendingWrite::TxnCommit {
                 reply,
                 group: req.group_id.clone(),
                 producer_id: req.producer_id,
-                offsets,
+                offsets: staged.offsets,
                 response,
             },
             &mut out,

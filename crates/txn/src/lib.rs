@@ -25,7 +25,7 @@ pub use coordinator::{
 };
 pub use error::TxnError;
 pub use records::KeyValue;
-pub use state::{TopicPartition, TxnMeta, TxnState};
+pub use state::{by_topic, TopicPartition, TxnMeta, TxnState};
 
 /// The internal topic holding the transaction coordinator's state.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";

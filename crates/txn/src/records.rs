@@ -10,7 +10,7 @@ use sluice_protocol::messages::transaction_log_value::PartitionsSchema;
 use sluice_protocol::messages::{TransactionLogKey, TransactionLogValue};
 
 use crate::error::TxnError;
-use crate::state::{TxnMeta, TxnState};
+use crate::state::{by_topic, TxnMeta, TxnState};
 
 const KEY_VERSION: i16 = 0;
 /// Kafka writes value version 0 for clients without transaction version 2 (KIP-890).
@@ -43,16 +43,13 @@ pub fn key(transactional_id: &str) -> Result<Bytes, TxnError> {
 
 /// The record storing `meta` for `transactional_id`.
 pub fn record(transactional_id: &str, meta: &TxnMeta) -> Result<KeyValue, TxnError> {
-    let mut topics: Vec<PartitionsSchema> = Vec::new();
-    for (topic, partition) in &meta.partitions {
-        match topics.last_mut() {
-            Some(t) if &t.topic == topic => t.partition_ids.push(*partition),
-            _ => topics.push(PartitionsSchema {
-                topic: topic.clone(),
-                partition_ids: vec![*partition],
-            }),
-        }
-    }
+    let topics: Vec<PartitionsSchema> = by_topic(&meta.partitions)
+        .into_iter()
+        .map(|(topic, partition_ids)| PartitionsSchema {
+            topic,
+            partition_ids,
+        })
+        .collect();
     let value = TransactionLogValue {
         producer_id: meta.producer_id,
         // Tagged fields of value version 1, which Kafka writes only for transaction

@@ -85,6 +85,21 @@ impl TxnState {
 /// A topic partition taking part in a transaction.
 pub type TopicPartition = (String, i32);
 
+/// `partitions` as (topic, partition indexes), one entry per run of the same topic (the
+/// shape of every transaction request and record; sorted input gives one per topic).
+pub fn by_topic<'a>(
+    partitions: impl IntoIterator<Item = &'a TopicPartition>,
+) -> Vec<(String, Vec<i32>)> {
+    let mut out: Vec<(String, Vec<i32>)> = Vec::new();
+    for (topic, partition) in partitions {
+        match out.last_mut() {
+            Some((t, ps)) if t == topic => ps.push(*partition),
+            _ => out.push((topic.clone(), vec![*partition])),
+        }
+    }
+    out
+}
+
 /// The state of one transactional id (the value of its latest log record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMeta {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
 use sluice_protocol::messages::{DescribeTransactionsRequest, DescribeTransactionsResponse};
+use sluice_txn::by_topic;
 
 use crate::broker::Broker;
 
@@ -21,16 +22,10 @@ pub fn handle(
         .into_iter()
         .map(|id| match broker.txns.read(|c| c.describe(&id)) {
             Ok(meta) => {
-                let mut topics: Vec<TopicData> = Vec::new();
-                for (topic, partition) in &meta.partitions {
-                    match topics.last_mut() {
-                        Some(t) if &t.topic == topic => t.partitions.push(*partition),
-                        _ => topics.push(TopicData {
-                            topic: topic.clone(),
-                            partitions: vec![*partition],
-                        }),
-                    }
-                }
+                let topics = by_topic(&meta.partitions)
+                    .into_iter()
+                    .map(|(topic, partitions)| TopicData { topic, partitions })
+                    .collect();
                 TransactionState {
                     error_code: ErrorCode::None.code(),
                     transactional_id: id,
