@@ -447,10 +447,14 @@ impl TxnCoordinator {
         }
         let meta = &entry.meta;
         if let Some((pid, epoch)) = expected {
-            // KIP-360: a retry of an init that went through names the epoch before it.
+            // KIP-360: the epoch before the last bump names either a retry of an init
+            // whose answer was lost, or a producer whose transaction the coordinator
+            // aborted (timeout) under a bumped epoch: as in Kafka, it gets the current
+            // epoch and goes on.
             let retried = pid == meta.producer_id
+                && meta.last_producer_epoch >= 0
                 && epoch == meta.last_producer_epoch
-                && meta.state == TxnState::Empty;
+                && meta.state.is_resting();
             if retried {
                 return answer(Reply::ProducerId {
                     error: ErrorCode::None,

@@ -415,6 +415,11 @@ fn transactions_past_their_timeout_are_aborted_under_a_new_epoch() {
         h.end(ID, pid, epoch, true, 10_003),
         done(ErrorCode::ProducerFenced)
     );
+    // KIP-360: the producer re-initialises with what it had and resumes at the new epoch.
+    assert_eq!(
+        producer(h.init_with(ID, 1_000, Some((pid, epoch)), 10_004)),
+        (pid, epoch + 1)
+    );
 }
 
 #[test]
