@@ -366,6 +366,11 @@ impl ProducerState {
         self.txns.aborted_between(from, upper)
     }
 
+    /// How many aborted transactions are remembered.
+    pub(crate) fn aborted_count(&self) -> usize {
+        self.txns.aborted().len()
+    }
+
     /// See [`Transactions::drop_aborted_below`].
     pub(crate) fn drop_aborted_below(&mut self, log_start_offset: i64) -> usize {
         self.txns.drop_aborted_below(log_start_offset)

@@ -298,6 +298,9 @@ pub(super) fn read_partition(
             // Aborted transactions are listed only for read_committed (null otherwise),
             // those with a record among the batches returned (Kafka's upper bound).
             let aborted_transactions = read_committed.then(|| {
+                if !p.log.has_aborted_transactions() {
+                    return Vec::new();
+                }
                 records_end(&r.records).map_or_else(Vec::new, |end| {
                     p.log
                         .aborted_transactions(fp.fetch_offset, end)

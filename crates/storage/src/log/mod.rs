@@ -126,6 +126,9 @@ pub struct PartitionLog {
     /// The producer state's first unstable offset (`i64::MAX`: none), see
     /// [`PartitionLog::last_stable_offset`].
     first_unstable_offset: AtomicI64,
+    /// Whether the producer state remembers any aborted transaction: read_committed
+    /// fetches (librdkafka's default) of a partition that never had one skip the lock.
+    has_aborted: AtomicBool,
     recovery_point: AtomicI64,
     flush_lock: Mutex<()>,
     checkpoint_lock: Mutex<()>,
@@ -166,6 +169,7 @@ impl PartitionLog {
         producers.remove_expired(now_ms, config.producer_id_expiration_ms);
         producers.on_high_watermark(loaded.high_watermark);
         let first_unstable = producers.first_unstable_offset().unwrap_or(i64::MAX);
+        let has_aborted = producers.aborted_count() > 0;
         let log = Self {
             dir: dir.to_path_buf(),
             view: RwLock::new(Arc::new(loaded.segments.clone())),
@@ -173,6 +177,7 @@ impl PartitionLog {
             log_end_offset: AtomicI64::new(loaded.log_end_offset),
             high_watermark: AtomicI64::new(loaded.high_watermark),
             first_unstable_offset: AtomicI64::new(first_unstable),
+            has_aborted: AtomicBool::new(has_aborted),
             recovery_point: AtomicI64::new(loaded.recovery_point),
             inner: Mutex::new(Inner {
                 config,
@@ -273,9 +278,17 @@ impl PartitionLog {
     /// The aborted transactions with a record in `[from, upper)`, for a `read_committed`
     /// fetch of that range (Kafka's `collectAbortedTransactions`).
     pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        if !self.has_aborted_transactions() {
+            return Vec::new();
+        }
         locks::lock(&self.inner)
             .producers
             .aborted_between(from, upper)
+    }
+
+    /// Whether any aborted transaction is remembered (a lock-free check).
+    pub fn has_aborted_transactions(&self) -> bool {
+        self.has_aborted.load(Ordering::Acquire)
     }
 
     /// Lets the producer state see the current high watermark and republishes its first
@@ -284,6 +297,8 @@ impl PartitionLog {
         inner.producers.on_high_watermark(self.high_watermark());
         let first = inner.producers.first_unstable_offset().unwrap_or(i64::MAX);
         self.first_unstable_offset.store(first, Ordering::Release);
+        self.has_aborted
+            .store(inner.producers.aborted_count() > 0, Ordering::Release);
     }
 
     /// Every offset below this is known to be on disk (fsynced).
