@@ -332,6 +332,25 @@ fn cluster_run(bin: &Path, opts: &Opts, nodes: u32) -> Result<Value> {
     result
 }
 
+/// Prints a bench's table and writes `<name>.json`, `<name>.svg` and `<name>.txt` into
+/// `out` (the smaller benches: groups, controller, transactions).
+pub(crate) fn publish(out: &Path, name: &str, doc: &Value, table: &str, svg: &str) -> Result<()> {
+    println!("{table}");
+    let json_path = out.join(format!("{name}.json"));
+    let svg_path = out.join(format!("{name}.svg"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(doc)?)?;
+    std::fs::write(&svg_path, svg)?;
+    std::fs::write(out.join(format!("{name}.txt")), table)?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
+
+/// A JSON number with `digits` decimals, or "-" when it is absent.
+pub(crate) fn fmt_num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
 /// The options of the smaller benches (`bench groups`, `bench transactions`):
 /// `--quick` and `--out DIR` (default `target/bench`).
 pub(crate) struct SmallOpts {

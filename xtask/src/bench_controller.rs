@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start};
+use crate::bench::{bar_panel, code_state, loadavg, machine_info, publish, svg_start};
 use crate::util::{cargo, output, run as run_cmd};
 
 const USAGE: &str = "usage: cargo xtask bench controller [--quick] [--runs N] [--out DIR]";
@@ -137,13 +137,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     doc["total_seconds"] = json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
     doc["driver_log"] = json!(log.display().to_string());
     let table = table(&doc);
-    println!("{table}");
-    let json_path = opts.out.join("controller.json");
-    let svg_path = opts.out.join("controller.svg");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    std::fs::write(&svg_path, svg(&doc))?;
-    std::fs::write(opts.out.join("controller.txt"), &table)?;
-    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    publish(&opts.out, "controller", &doc, &table, &svg(&doc))?;
     Ok(())
 }
 

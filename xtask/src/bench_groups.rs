@@ -15,7 +15,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{bar_panel, code_state, loadavg, machine_info, svg_start, Server, SmallOpts};
+use crate::bench::{
+    bar_panel, code_state, fmt_num, loadavg, machine_info, publish, svg_start, Server, SmallOpts,
+};
 use crate::util::{cargo, output, run as run_cmd};
 
 /// Starts a broker with `extra` flags on a fresh data dir and runs the driver phases.
@@ -107,19 +109,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
     let table = table(&doc);
-    println!("{table}");
-    let json_path = opts.out.join("groups.json");
-    let svg_path = opts.out.join("groups.svg");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    std::fs::write(&svg_path, svg(&doc))?;
-    std::fs::write(opts.out.join("groups.txt"), &table)?;
-    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    publish(&opts.out, "groups", &doc, &table, &svg(&doc))?;
     Ok(())
-}
-
-fn f(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
 }
 
 fn table(doc: &Value) -> String {
@@ -133,30 +124,30 @@ fn table(doc: &Value) -> String {
         doc["librdkafka_version"].as_str().unwrap_or("?")
     );
     let _ = writeln!(t, "|---|---|");
-    let _ = writeln!(t, "| 3 members form a group, 6 partitions: last join -> all assigned and consuming (initial delay 0) | {} ms |", f(&nd["cold"]["median_ms"], 0));
+    let _ = writeln!(t, "| 3 members form a group, 6 partitions: last join -> all assigned and consuming (initial delay 0) | {} ms |", fmt_num(&nd["cold"]["median_ms"], 0));
     let _ = writeln!(
         t,
         "| same, Kafka's default group.initial.rebalance.delay.ms=3000 | {} ms |",
-        f(&dd["cold"]["median_ms"], 0)
+        fmt_num(&dd["cold"]["median_ms"], 0)
     );
     let _ = writeln!(
         t,
         "| third member joins a stable group of 2: join -> all assigned and consuming | {} ms |",
-        f(&nd["join"]["median_ms"], 0)
+        fmt_num(&nd["join"]["median_ms"], 0)
     );
     let _ = writeln!(
         t,
         "| commits, one member, synchronous | {} commits/s, p50 {} ms, p99 {} ms |",
-        f(&c["single_member"]["commits_per_s"], 0),
-        f(&c["single_member"]["p50_ms"], 3),
-        f(&c["single_member"]["p99_ms"], 3)
+        fmt_num(&c["single_member"]["commits_per_s"], 0),
+        fmt_num(&c["single_member"]["p50_ms"], 3),
+        fmt_num(&c["single_member"]["p99_ms"], 3)
     );
     let _ = writeln!(
         t,
         "| commits, {} standalone committers in parallel | {} commits/s, p99 {} ms |",
         c["parallel"]["committers"],
-        f(&c["parallel"]["commits_per_s"], 0),
-        f(&c["parallel"]["p99_ms"], 3)
+        fmt_num(&c["parallel"]["commits_per_s"], 0),
+        fmt_num(&c["parallel"]["p99_ms"], 3)
     );
     t
 }

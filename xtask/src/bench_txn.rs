@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::bench::{
-    bar_panel, code_state, loadavg, machine_info, start_nodes, stop_all, svg_start, Server,
-    SmallOpts,
+    bar_panel, code_state, fmt_num, loadavg, machine_info, publish, start_nodes, stop_all,
+    svg_start, Server, SmallOpts,
 };
 use crate::util::{cargo, output, run as run_cmd};
 
@@ -94,19 +94,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "total_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
     let table = table(&doc);
-    println!("{table}");
-    let json_path = opts.out.join("transactions.json");
-    let svg_path = opts.out.join("transactions.svg");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    std::fs::write(&svg_path, svg(&doc))?;
-    std::fs::write(opts.out.join("transactions.txt"), &table)?;
-    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    publish(&opts.out, "transactions", &doc, &table, &svg(&doc))?;
     Ok(())
-}
-
-fn f(v: &Value, digits: usize) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
 }
 
 fn table(doc: &Value) -> String {
@@ -128,22 +117,22 @@ fn table(doc: &Value) -> String {
         let _ = writeln!(
             t,
             "| {name}: idempotent acks=all, send + flush per group | {} | {} | {} | {} / {} ms | - |",
-            f(&i["groups_per_s"], 1),
-            f(&i["records_per_s"], 0),
-            f(&i["mb_per_s"], 1),
-            f(&i["group_latency"]["p50_ms"], 2),
-            f(&i["group_latency"]["p99_ms"], 2),
+            fmt_num(&i["groups_per_s"], 1),
+            fmt_num(&i["records_per_s"], 0),
+            fmt_num(&i["mb_per_s"], 1),
+            fmt_num(&i["group_latency"]["p50_ms"], 2),
+            fmt_num(&i["group_latency"]["p99_ms"], 2),
         );
         let _ = writeln!(
             t,
             "| {name}: transactional, begin + send + flush + commit | {} | {} | {} | {} / {} ms | {} / {} ms |",
-            f(&x["groups_per_s"], 1),
-            f(&x["records_per_s"], 0),
-            f(&x["mb_per_s"], 1),
-            f(&x["transaction_latency"]["p50_ms"], 2),
-            f(&x["transaction_latency"]["p99_ms"], 2),
-            f(&x["commit_latency"]["p50_ms"], 2),
-            f(&x["commit_latency"]["p99_ms"], 2),
+            fmt_num(&x["groups_per_s"], 1),
+            fmt_num(&x["records_per_s"], 0),
+            fmt_num(&x["mb_per_s"], 1),
+            fmt_num(&x["transaction_latency"]["p50_ms"], 2),
+            fmt_num(&x["transaction_latency"]["p99_ms"], 2),
+            fmt_num(&x["commit_latency"]["p50_ms"], 2),
+            fmt_num(&x["commit_latency"]["p99_ms"], 2),
         );
     }
     t
