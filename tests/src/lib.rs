@@ -244,10 +244,18 @@ pub fn launch(dir: &Path, extra: &[String], listen: &str, prefix: &str, log: &Lo
     } else {
         vec!["--listen", listen]
     };
+    // Every node gets an HTTP endpoint on a free port (the default, 9644, would clash
+    // between the nodes of one machine) unless the test picks one.
+    let http_args: Vec<&str> = if extra.iter().any(|a| a == "--http-listen") {
+        Vec::new()
+    } else {
+        vec!["--http-listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(sluice_bin())
         .arg("--data-dir")
         .arg(dir)
         .args(&listen_args)
+        .args(&http_args)
         .args(extra)
         .env(
             "SLUICE_LOG_LEVEL",

@@ -75,6 +75,7 @@ fn refuses(args: &[&str], hint: &str) {
     let mut child = Command::new(sluice_bin())
         .arg("--data-dir")
         .arg(dir.path())
+        .args(["--http-listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -191,7 +191,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let result = (|| -> Result<Value> {
             let server = Server::start(
                 &bin.join("sluice"),
-                &["--data-dir", &data_arg, "--listen", "127.0.0.1:0"],
+                &[
+                    "--data-dir",
+                    &data_arg,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ],
                 "sluice listening",
                 &opts.out.join("broker.log"),
                 Some(("SLUICE_LOG_LEVEL", "info")),
@@ -414,6 +421,8 @@ pub(crate) fn start_nodes(
             format!("127.0.0.1:{}", client_port(i)),
             "--rpc-listen".into(),
             format!("127.0.0.1:{}", rpc_port(i)),
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
             "--voters".into(),
             voters.clone(),
             "--default-replication-factor".into(),

@@ -1,7 +1,8 @@
 //! `cargo xtask cluster up|status|kill|start|down`: a local multi-node Sluice cluster.
 //!
 //! Node `i` (1..=5) is a detached `target/release/sluice` process on 127.0.0.1 with its
-//! Kafka listener on port `i9092` and its controller RPC on `i9093`; nodes 1-3 are the
+//! Kafka listener on port `i9092`, its controller RPC on `i9093` and its HTTP endpoint
+//! (health, metrics) on `i9644`; nodes 1-3 are the
 //! metadata quorum's voters, nodes 4 and 5 join as learners. Everything lives in
 //! `target/cluster/`: `node-i/data`, `node-i.log` (stdout and stderr, appended across
 //! restarts), `node-i.args` (the full argv, one argument per line, so `start` restarts a
@@ -96,6 +97,11 @@ fn client_port(node: u32) -> u16 {
 
 fn rpc_port(node: u32) -> u16 {
     (node * 10_000 + 9093) as u16
+}
+
+/// Health and metrics of node i: port i9644, as in the compose file.
+fn http_port(node: u32) -> u16 {
+    (node * 10_000 + 9644) as u16
 }
 
 /// The files of one node in `target/cluster/`.
@@ -215,6 +221,7 @@ fn up(root: &Path, dir: &Path, args: &[String]) -> Result<()> {
             ("--data-dir", f.data.display().to_string()),
             ("--listen", format!("127.0.0.1:{}", client_port(id))),
             ("--rpc-listen", format!("127.0.0.1:{}", rpc_port(id))),
+            ("--http-listen", format!("127.0.0.1:{}", http_port(id))),
             ("--voters", voters.clone()),
             ("--default-replication-factor", replication.to_string()),
             ("--min-insync-replicas", min_insync.to_string()),

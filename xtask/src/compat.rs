@@ -302,7 +302,7 @@ impl Broker {
         let child = Command::new(bin)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(BROKER_FLAGS)
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -64,6 +64,7 @@ impl Broker {
                 overrides: spec.overrides,
                 config,
                 partitions: Vec::new(),
+                traffic: Arc::default(),
             }));
         }
         let id = Uuid(*uuid::Uuid::new_v4().as_bytes());

@@ -15,6 +15,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::listeners::{self, Listener};
+use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
 use crate::replicas::ReplicaService;
 use crate::topics::Topics;
@@ -51,6 +52,8 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// The transaction coordinator for the `__transaction_state` partitions this node leads.
     pub txns: TxnService,
+    /// Counters for `/metrics` (created before the broker, with the HTTP endpoint).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -62,6 +65,7 @@ impl Broker {
         cluster_id: String,
         bound: &[SocketAddr],
         cluster: Arc<Cluster>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
         let topics = Topics::new(&config.data_dir, config.log_defaults.clone());
         let groups = GroupService::new(sluice_group::Coordinator::new(config.groups.clone()));
@@ -89,6 +93,7 @@ impl Broker {
             replicas,
             producer_ids: ProducerIds::default(),
             txns,
+            metrics,
         })
     }
 

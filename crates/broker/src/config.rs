@@ -60,6 +60,8 @@ pub struct BrokerConfig {
     pub txn_state_segment_bytes: i64,
     /// `transaction.state.log.min.isr` (capped at the topic's replication factor).
     pub txn_state_min_isr: i64,
+    /// Where the HTTP endpoint (health and metrics) listens; `None` turns it off.
+    pub http_listen: Option<String>,
     /// The metadata quorum and the broker's lifecycle in it.
     pub cluster: ClusterConfig,
     /// Replica fetching and ISR upkeep (`replica.*`).
@@ -191,6 +193,7 @@ impl BrokerConfig {
             txns: TxnConfig::default(),
             txn_state_segment_bytes: 104_857_600,
             txn_state_min_isr: 2,
+            http_listen: None,
             cluster: ClusterConfig::default(),
         }
     }

@@ -6,7 +6,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::{frame_size, take_frame};
@@ -77,10 +77,13 @@ pub async fn serve(
                 large_frame |= frame.len() > 4 * READ_CHUNK;
                 // A parked fetch must not hold up shutdown; no handler is cancelled in
                 // the middle of an append because appends never await.
+                let api_key = frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+                let started = Instant::now();
                 let response = tokio::select! {
                     r = router::handle(&broker, &conn, frame) => r?,
                     _ = stop.recv() => return Ok(()),
                 };
+                let response = counted(&broker, api_key, started, response);
                 if let Some(response) = response {
                     // Wait for room in the queue's byte budget (a response larger than
                     // the whole budget waits for an empty queue). A client that stops
@@ -168,6 +171,33 @@ pub async fn serve(
         writer.abort();
     }
     result
+}
+
+/// Counts a request in the metrics once its response is ready: now, or for a deferred
+/// one (an acks=all Produce) when it completes, so its latency includes replication.
+fn counted(
+    broker: &Arc<Broker>,
+    api_key: Option<i16>,
+    started: Instant,
+    response: Option<Response>,
+) -> Option<Response> {
+    let Some(key) = api_key else {
+        return response;
+    };
+    match response {
+        Some(Response::Deferred(pending)) => {
+            let broker = broker.clone();
+            Some(Response::Deferred(Box::pin(async move {
+                let r = pending.await;
+                broker.metrics.request_done(key, started);
+                r
+            })))
+        }
+        other => {
+            broker.metrics.request_done(key, started);
+            other
+        }
+    }
 }
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {

@@ -145,6 +145,12 @@ impl Host<Coordinator> {
         )
     }
 
+    /// Committed offsets of the groups this node coordinates (group, topic, partition,
+    /// offset), for the lag metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.read(Coordinator::committed_offsets)
+    }
+
     /// The offsets partition of a group: its leader is the group's coordinator.
     pub fn partition_for(&self, group: &str) -> i32 {
         self.read(|c| c.partition_for(group))

@@ -236,13 +236,20 @@ async fn write_proposal(broker: &Broker, p: Proposal) {
         .write(MetadataRecord::PartitionChange(change))
         .await
     {
-        Ok(MetadataResponse::Applied) => info!(
+        Ok(MetadataResponse::Applied) => {
+            if p.proposal.joining.is_empty() {
+                broker.metrics.isr_shrinks.inc();
+            } else {
+                broker.metrics.isr_expands.inc();
+            }
+            info!(
             topic = %p.topic,
             partition = p.replica.index,
             isr = ?p.proposal.isr,
             "ISR {}",
             if p.proposal.joining.is_empty() { "shrunk" } else { "expanded" }
-        ),
+            )
+        }
         Ok(other) => {
             debug!(topic = %p.topic, partition = p.replica.index, response = ?other, "ISR change refused");
             p.replica.isr_proposal_failed(leader_epoch);

@@ -14,6 +14,8 @@ use crate::config::BrokerConfig;
 use crate::connection;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
 use crate::replicas::ReplicaService;
 use crate::topic_store::load_or_init_identity;
 use crate::txns::TxnService;
@@ -25,10 +27,42 @@ pub const CONTROLLER_DIR: &str = "controller";
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// Where the HTTP endpoint listens, if it is on.
+    pub http_addr: Option<SocketAddr>,
     pub broker: Arc<Broker>,
     shutdown: broadcast::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     sync: tokio::task::JoinHandle<()>,
+    http: Option<HttpEndpoint>,
+}
+
+/// The running HTTP endpoint; its task ends when this is dropped, so a start that fails
+/// half-way leaves nothing serving.
+#[derive(Debug)]
+struct HttpEndpoint {
+    addr: SocketAddr,
+    state: Arc<HttpState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_http(
+    config: &BrokerConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<HttpEndpoint>, BrokerError> {
+    let Some(addr) = &config.http_listen else {
+        return Ok(None);
+    };
+    let listener = http::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(HttpState::new(config.node_id, metrics.clone()));
+    let task = http::spawn(listener, state.clone());
+    Ok(Some(HttpEndpoint { addr, state, task }))
 }
 
 impl RunningServer {
@@ -37,6 +71,9 @@ impl RunningServer {
     /// connection, waits for their tasks, flushes and closes every log so the next start
     /// needs no recovery scan, and stops the controller node.
     pub async fn shutdown(self) {
+        if let Some(http) = &self.http {
+            http.state.set_stopping();
+        }
         self.broker.cluster.leave().await;
         let _ = self.shutdown.send(());
         let _ = self.task.await;
@@ -49,6 +86,17 @@ impl RunningServer {
 /// Binds every listener, opens the data dir, joins the metadata quorum and starts
 /// serving once the controller has unfenced this broker.
 pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
+    info!(
+        node_id = config.node_id,
+        voters = ?config.cluster.voters,
+        listeners = ?config.listeners.iter().map(|l| format!("{}://{}", l.name, l.bind)).collect::<Vec<_>>(),
+        http = config.http_listen.as_deref().unwrap_or("off"),
+        data_dir = %config.data_dir.display(),
+        "starting node"
+    );
+    let metrics = Arc::new(Metrics::new());
+    // First, so that liveness answers while the node waits for its quorum.
+    let http = start_http(&config, &metrics).await?;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(&l.bind)
@@ -95,7 +143,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         .await?,
     );
     let rack = config.rack.clone();
-    let broker = Arc::new(Broker::open(config, cluster_id, &addrs, cluster.clone())?);
+    let broker = Arc::new(Broker::open(
+        config,
+        cluster_id,
+        &addrs,
+        cluster.clone(),
+        metrics,
+    )?);
+    if let Some(http) = &http {
+        http.state.set_broker(broker.clone());
+    }
     cluster.register(broker.advertised_endpoints(), rack);
     // Logs are recovered as the first image is followed (on the blocking pool).
     let sync = cluster.spawn_sync(broker.clone());
@@ -135,6 +192,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         advertised = %format!("{host}:{port}"),
         listeners = %described.join(", "),
         data_dir = %broker.config.data_dir.display(),
+        http = %http.as_ref().map_or_else(|| "off".to_string(), |h| h.addr.to_string()),
         node_id = broker.config.node_id,
         cluster_id = %broker.cluster_id,
         "sluice listening"
@@ -156,6 +214,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     ));
     Ok(RunningServer {
         local_addr,
+        http_addr: http.as_ref().map(|h| h.addr),
+        http,
         broker,
         shutdown,
         task,
@@ -209,9 +269,12 @@ async fn connection_loop(
                 let name = broker.listeners.get(listener).map(|l| l.name.clone()).unwrap_or_default();
                 let span = tracing::info_span!("conn", %peer, listener = %name);
                 conns.spawn(async move {
+                    let metrics = broker.metrics.clone();
+                    metrics.connections.inc();
                     if let Err(e) = connection::serve(broker, socket, listener, stop).await {
                         debug!(error = %e, "connection closed with error");
                     }
+                    metrics.connections.dec();
                     drop(permit);
                 }.instrument(span));
             }

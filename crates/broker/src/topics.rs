@@ -21,6 +21,7 @@ use sluice_replication::LeaderInfo;
 use tracing::{info, warn};
 
 use crate::error::BrokerError;
+use crate::metrics::TopicTraffic;
 use crate::partition::Partition;
 use crate::topic_config::{validate_topic_config, BrokerLogDefaults, TopicConfig};
 
@@ -37,6 +38,9 @@ pub struct Topic {
     pub config: TopicConfig,
     /// Every partition of the topic, indexed by partition id, hosted here or not.
     pub partitions: Vec<PartitionState>,
+    /// Produce and fetch traffic through this node, for `/metrics`; carried over from
+    /// one snapshot of the topic to the next, started afresh for a new topic.
+    pub traffic: Arc<TopicTraffic>,
 }
 
 /// One partition as the metadata image describes it, with this node's replica if it
@@ -419,6 +423,7 @@ impl Topics {
             overrides: t.configs.clone(),
             config,
             partitions,
+            traffic: current.map(|c| c.traffic.clone()).unwrap_or_default(),
         }
     }
 

@@ -718,6 +718,30 @@ impl Coordinator {
         self.shards.values().map(|s| s.groups.len()).sum()
     }
 
+    /// Every committed offset of the groups in loaded shards, as (group, topic,
+    /// partition, offset): what consumer-lag metrics are computed from.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let mut out = Vec::new();
+        for shard in self.shards.values() {
+            if !matches!(shard.state, ShardState::Active) {
+                continue;
+            }
+            for group in shard.groups.values() {
+                for (topic, partitions) in &group.offsets {
+                    for (partition, committed) in partitions {
+                        out.push((
+                            group.id.clone(),
+                            topic.clone(),
+                            *partition,
+                            committed.offset,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Pending (MEMBER_ID_REQUIRED) members across all groups.
     pub fn pending_members(&self) -> usize {
         self.pending_total

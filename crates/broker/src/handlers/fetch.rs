@@ -138,6 +138,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             || watchers.is_empty()
             || Instant::now() >= deadline;
         if done {
+            count_fetched(&topics, &responses);
             return FetchResponse {
                 responses,
                 ..Default::default()
@@ -147,6 +148,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline passed: answer with whatever is there now.
             let (responses, ..) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+            count_fetched(&topics, &responses);
             return FetchResponse {
                 responses,
                 ..Default::default()
@@ -201,6 +203,21 @@ fn read_all(
         out.push(topic_response(w, use_ids, partitions));
     }
     (out, total, errors, limited)
+}
+
+/// Adds the record bytes of a consumer's answer to its topics' `bytes_out`.
+fn count_fetched(topics: &[Option<Arc<Topic>>], responses: &[FetchableTopicResponse]) {
+    for (topic, response) in topics.iter().zip(responses) {
+        let Some(topic) = topic else { continue };
+        let bytes: usize = response
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+            .sum();
+        if bytes > 0 {
+            topic.traffic.fetched(bytes);
+        }
+    }
 }
 
 /// Bytes one partition may return: what the response has left of `max_bytes` after

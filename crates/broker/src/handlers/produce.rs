@@ -95,8 +95,14 @@ pub fn append_all(
                     .and_then(|t| t.lookup(pd.index).map(|p| (t, p)))
                 {
                     Err(code) => Err(Failure::new(code, None)),
-                    Ok((t, p)) => append(&t.name, &t.config, acks, p, pd.records, version)
-                        .map(|ok| (ok, p.clone())),
+                    Ok((t, p)) => {
+                        let bytes = pd.records.as_ref().map_or(0, Bytes::len);
+                        append(&t.name, &t.config, acks, p, pd.records, version).map(|ok| {
+                            let records = u64::try_from(ok.next_offset - ok.base_offset);
+                            t.traffic.produced(bytes, records.unwrap_or(0));
+                            (ok, p.clone())
+                        })
+                    }
                 }
             };
             let result = result.and_then(|(ok, p)| {

@@ -45,6 +45,15 @@ pub struct Cli {
     /// This node's id (`node.id`).
     #[arg(long, env = "SLUICE_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
+    /// Take the node id from the host name's ordinal suffix plus one, as a Kubernetes
+    /// StatefulSet names its pods (`sluice-0` is node 1, `sluice-2` node 3); instead
+    /// of --node-id.
+    #[arg(long, env = "SLUICE_NODE_ID_FROM_HOSTNAME", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub node_id_from_hostname: bool,
+    /// Address of the HTTP endpoint: `/health/live`, `/health/ready` and `/metrics`
+    /// (Prometheus). `off` turns it off.
+    #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    pub http_listen: String,
     /// Rack of this node (`broker.rack`).
     #[arg(long, env = "SLUICE_RACK")]
     pub rack: Option<String>,
@@ -145,6 +154,49 @@ pub struct Cli {
     pub cluster: ClusterFlags,
     #[command(flatten)]
     pub replication: ReplicationFlags,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of running a node.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Asks the node's HTTP endpoint (--http-listen, on this host) whether it is ready,
+    /// or with --live alive, and exits 0 if so, 1 if not: a container healthcheck for an
+    /// image that has no shell or curl.
+    Healthcheck {
+        /// Check liveness instead of readiness.
+        #[arg(long)]
+        live: bool,
+        /// How long to wait for the answer.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+/// The node id a StatefulSet pod's host name implies: its trailing ordinal plus one.
+pub fn node_id_from_hostname(hostname: &str) -> anyhow::Result<i32> {
+    let ordinal = hostname
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n >= 0 && *n < i32::MAX)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "host name {hostname:?} does not end in -<ordinal> (--node-id-from-hostname)"
+            )
+        })?;
+    Ok(ordinal + 1)
+}
+
+fn hostname() -> anyhow::Result<String> {
+    if let Ok(h) = std::env::var("HOSTNAME") {
+        if !h.is_empty() {
+            return Ok(h);
+        }
+    }
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    Ok(h.trim().to_string())
 }
 
 impl Cli {
@@ -206,7 +258,12 @@ impl Cli {
             anyhow::bail!("--num-partitions must be at least 1");
         }
         let mut c = BrokerConfig::new(self.data_dir);
-        c.node_id = self.node_id;
+        c.node_id = if self.node_id_from_hostname {
+            node_id_from_hostname(&hostname()?)?
+        } else {
+            self.node_id
+        };
+        c.http_listen = (self.http_listen != "off").then_some(self.http_listen);
         c.listeners = match &self.listeners {
             Some(list) => listeners::configure(list, self.advertised_listeners.as_deref())?,
             None => vec![ListenerConfig {

@@ -1,9 +1,11 @@
 //! The `sluice` binary: parses flags (each also read from `SLUICE_*`), installs logging,
-//! runs one node until SIGINT/SIGTERM, then shuts it down cleanly.
+//! runs one node until SIGINT/SIGTERM, then shuts it down cleanly; or, as
+//! `sluice healthcheck`, asks a running node's health endpoint.
 
 mod cli;
 mod cluster_flags;
 mod group_flags;
+mod healthcheck;
 mod replication_flags;
 mod txn_flags;
 
@@ -21,6 +23,14 @@ fn main() -> anyhow::Result<()> {
         .with_target(false)
         .with_ansi(ansi)
         .init();
+    if let Some(cli::Command::Healthcheck { live, timeout_ms }) = &cli.command {
+        let timeout = std::time::Duration::from_millis((*timeout_ms).max(1));
+        if let Err(e) = healthcheck::check(&cli.http_listen, *live, timeout) {
+            tracing::warn!("unhealthy: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let config = cli.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
