@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_system_tests::cluster::{free_ports, Cluster};
-use sluice_system_tests::{kafka, launch, sluice_bin, wait_for, wire, Log};
+use sluice_system_tests::{kafka, launch, sigterm, sluice_bin, wait_for, wait_timeout, wire, Log};
 
 const CONVERGE: Duration = Duration::from_secs(15);
 
@@ -120,8 +120,14 @@ fn a_node_without_its_quorum_is_live_but_not_ready() {
     );
     assert!(metrics.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     assert_eq!(get(http, "/nope").0, 404);
-    let _ = node.child.kill();
-    let _ = node.child.wait();
+    // Still waiting for its quorum, it stops at once on SIGTERM (as PID 1 of a
+    // container it must handle the signal itself).
+    sigterm(&node.child);
+    let status = wait_timeout(&mut node.child, Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM while starting: {status:?}"
+    );
 }
 
 #[test]

@@ -276,7 +276,7 @@ fn read_state(r: &mut Registry, broker: &Broker) {
     gauge(
         r,
         "offline_partitions",
-        "Partitions without a leader in this node's metadata",
+        "Partitions without a leader in this node's metadata: a cluster-wide count, the same on every node (take the max, not the sum)",
         offline,
     );
     let node = broker.config.node_id;

@@ -41,19 +41,33 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: sluice_broker::BrokerConfig) -> anyhow::Result<()> {
-    let server = sluice_broker::start(config).await?;
-    wait_for_signal().await?;
+    // Handlers first: in a container the node is PID 1, which ignores a SIGTERM it has
+    // no handler for, and a node still waiting for its quorum must stop when asked.
+    let mut stop = Box::pin(wait_for_signal()?);
+    let server = tokio::select! {
+        server = sluice_broker::start(config) => server?,
+        r = &mut stop => {
+            r?;
+            tracing::info!("stopping before the node finished starting");
+            return Ok(());
+        }
+    };
+    stop.await?;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM handler now; the future ends at SIGTERM or SIGINT.
+fn wait_for_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    })
 }
