@@ -3,7 +3,8 @@
 //! controller, keeps one `BrokerHeartbeatStream` open to it, heartbeats every
 //! `heartbeat_interval` (and at once when its applied metadata offset moves while it is
 //! fenced or not caught up, so unfencing is quick), follows the active controller
-//! (NOT_CONTROLLER's leader, else the voters in turn with a short backoff), registers again
+//! (NOT_CONTROLLER's leader, or in combined mode the leader its own controller node
+//! learns of, else the voters in turn with a short backoff), registers again
 //! when its registration is gone or stale, and runs controlled shutdown. Its view is
 //! published as a [`BrokerStatus`] watch.
 //!
@@ -24,7 +25,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::image::BrokerEndpoint;
 use crate::proto::pb;
-use crate::types::NodeId;
+use crate::types::{ControllerNode, NodeId};
+use openraft::RaftMetrics;
 
 /// Pause between attempts that made no progress (no leader known, a node down).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -54,6 +56,12 @@ pub struct BrokerClientConfig {
     /// Upper bound of a registration, of opening the stream, and of waiting for the
     /// answer to a heartbeat.
     pub rpc_timeout: Duration,
+    /// In combined mode, the Raft metrics of this broker's own controller node: when it
+    /// learns of a new quorum leader the client moves its stream there at once. A
+    /// controller cut off by the network cannot push NOT_CONTROLLER, and waiting for
+    /// `rpc_timeout` on its silent stream would let the new controller's session
+    /// timeout fence every broker.
+    pub local_raft: Option<watch::Receiver<RaftMetrics<NodeId, ControllerNode>>>,
 }
 
 impl BrokerClientConfig {
@@ -75,6 +83,7 @@ impl BrokerClientConfig {
             heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
             connect_timeout: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
+            local_raft: None,
         }
     }
 }
@@ -145,9 +154,11 @@ impl BrokerClient {
             ..BrokerStatus::default()
         });
         let (control, control_rx) = watch::channel(Control::default());
+        let local_raft = config.local_raft.clone();
         let task = Task {
             incarnation: *uuid::Uuid::new_v4().as_bytes(),
             config,
+            local_raft,
             applied: applied_offset,
             applied_open: true,
             status: status_tx,
@@ -215,6 +226,8 @@ enum Next {
 
 struct Task {
     config: BrokerClientConfig,
+    /// `config.local_raft` while its sender lives.
+    local_raft: Option<watch::Receiver<RaftMetrics<NodeId, ControllerNode>>>,
     incarnation: [u8; 16],
     applied: watch::Receiver<u64>,
     /// The applied offset's sender is still there (else it is read, never awaited).
@@ -280,10 +293,14 @@ impl Task {
         }
     }
 
-    /// The leader hint, else the next voter in turn.
+    /// The leader hint, else the leader this node's own controller knows, else the next
+    /// voter in turn.
     fn next_target(&mut self) -> Option<Target> {
         if let Some(hint) = self.hint.take() {
             return Some(hint);
+        }
+        if let Some(local) = self.local_leader().and_then(|id| self.voter(id)) {
+            return Some(local);
         }
         let count = self.config.voters.len();
         if count == 0 {
@@ -295,6 +312,16 @@ impl Task {
             id: Some(*id),
             addr: addr.clone(),
         })
+    }
+
+    /// The quorum leader this node's own controller knows of.
+    fn local_leader(&self) -> Option<NodeId> {
+        self.local_raft.as_ref()?.borrow().current_leader
+    }
+
+    fn voter(&self, id: NodeId) -> Option<Target> {
+        let addr = self.config.voters.get(&id)?.clone();
+        Some(Target { id: Some(id), addr })
     }
 
     /// Follows a NOT_CONTROLLER answer from `from`.
@@ -493,6 +520,7 @@ impl Task {
         let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut progress = false;
+        let mut local_seen = self.local_leader();
         let next = loop {
             let deadline = in_flight
                 .front()
@@ -519,6 +547,22 @@ impl Task {
                 () = sleep_until_opt(deadline) => {
                     tracing::info!(broker, controller = ?target.id, "heartbeat unanswered; reconnecting");
                     break Next::Now;
+                }
+                open = local_change(&mut self.local_raft) => {
+                    // Only a change of the local view moves the stream: a local node
+                    // that is merely behind the controller it names must not pull the
+                    // stream back and forth.
+                    let now = self.local_leader();
+                    if !open {
+                        self.local_raft = None;
+                    } else if now != local_seen {
+                        local_seen = now;
+                        if let Some(next) = now.filter(|l| Some(*l) != target.id).and_then(|l| self.voter(l)) {
+                            tracing::info!(broker, from = ?target.id, to = ?next.id, "this node's quorum has a new leader; moving the heartbeat stream");
+                            self.hint = Some(next);
+                            break Next::Now;
+                        }
+                    }
                 }
                 message = responses.message() => match message {
                     Ok(Some(response)) => {
@@ -602,6 +646,17 @@ impl Task {
                 Some(Next::Backoff(RETRY_BACKOFF))
             }
         }
+    }
+}
+
+/// Waits for the next change of this node's Raft metrics: `false` once their sender is
+/// gone. Never ends without them.
+async fn local_change(
+    local: &mut Option<watch::Receiver<RaftMetrics<NodeId, ControllerNode>>>,
+) -> bool {
+    match local {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -185,6 +185,7 @@ impl Cluster {
                 heartbeat_interval: Duration::from_millis(self.config.heartbeat_interval_ms),
                 connect_timeout: Duration::from_secs(1),
                 rpc_timeout: Duration::from_secs(5),
+                local_raft: Some(self.raft.metrics()),
             },
             self.synced.subscribe(),
         );
