@@ -23,7 +23,8 @@
 //!    (`aborted_visible`), and a transaction whose commit had no known outcome is in
 //!    the log wholly or not at all (`partial_transaction`).
 //!
-//! [`windows`] computes the unavailability window of each kill.
+//! [`windows`] computes the unavailability window of each fault: a kill, or (against
+//! the compose cluster) a network partition that cuts a node off from its peers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -574,22 +575,33 @@ pub fn check(h: &History) -> Report {
     r
 }
 
-/// One SIGKILL of the run.
+/// What a fault did to its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, then a restart after a pause.
+    Kill,
+    /// Cut off from its peers (clients still reach it), then reconnected.
+    Partition,
+}
+
+/// One fault of the run: a SIGKILL or a network partition of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kill {
-    /// Since the run's start, taken just before the signal.
+    /// Since the run's start, taken as soon as the fault is in effect (the kill or the
+    /// disconnect returned).
     pub at: Duration,
     pub node: i32,
-    /// Whether the node was the controller (Raft) leader when it was killed.
+    /// Whether the node was the controller (Raft) leader when the fault hit it.
     pub controller: bool,
     /// The partitions it led then (from a live node's Metadata just before).
     pub led: Vec<i32>,
+    pub fault: Fault,
 }
 
-/// The unavailability of one kill: per partition it led, the time from the kill to the
-/// first acknowledgement of a message sent to that partition after the kill; `window`
-/// is the largest (the kill is over once every partition it led takes writes again).
-/// `None` where no such acknowledgement came.
+/// The unavailability of one fault: per partition its node led, the time from the
+/// fault to the first acknowledgement of a message sent to that partition after it;
+/// `window` is the largest (the fault is over once every partition the node led takes
+/// writes again). `None` where no such acknowledgement came.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub kill: Kill,
@@ -597,7 +609,7 @@ pub struct Window {
     pub window: Option<Duration>,
 }
 
-/// The window of every kill (see [`Window`]).
+/// The window of every fault (see [`Window`]).
 pub fn windows(kills: &[Kill], sent: &[Sent]) -> Vec<Window> {
     kills
         .iter()
@@ -957,6 +969,7 @@ mod tests {
             node: 1,
             controller: false,
             led: vec![0, 1],
+            fault: Fault::Kill,
         };
         let w = windows(std::slice::from_ref(&kill), &sent);
         assert_eq!(w[0].per_partition[&0], Some(ms(300)));

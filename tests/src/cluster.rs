@@ -18,8 +18,9 @@ use sluice_protocol::messages::{
     MetadataResponse,
 };
 
+use crate::nodes::Nodes;
 use crate::raw::RawClient;
-use crate::{launch, sigterm, wait_for, wait_timeout, Launched, Log};
+use crate::{launch, sigterm, wait_timeout, Launched, Log};
 
 /// How long a node may take to report listening (the quorum must unfence it first).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -220,11 +221,7 @@ impl Cluster {
 
     /// The bootstrap list of every node's Kafka address.
     pub fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.addr.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        Nodes::bootstrap(self)
     }
 
     pub fn log(&self, id: i32) -> &Log {
@@ -338,13 +335,7 @@ impl Cluster {
 
     /// Metadata v12 for every topic from node `id`, or the I/O error.
     pub fn try_metadata(&self, id: i32) -> std::io::Result<MetadataResponse> {
-        let req = MetadataRequest {
-            topics: None,
-            allow_auto_topic_creation: false,
-            include_cluster_authorized_operations: false,
-            include_topic_authorized_operations: false,
-        };
-        self.try_raw(id)?.try_call(ApiKey::Metadata, 12, &req)
+        metadata_at(self.addr(id))
     }
 
     /// Metadata v12 for every topic from node `id`.
@@ -361,22 +352,7 @@ impl Cluster {
     /// DescribeQuorum v1 of `__cluster_metadata` partition 0 to node `id`; `None` when the
     /// node does not answer or answers with an error.
     pub fn quorum(&self, id: i32) -> Option<Quorum> {
-        let req = DescribeQuorumRequest {
-            topics: vec![describe_quorum_request::TopicData {
-                topic_name: "__cluster_metadata".into(),
-                partitions: vec![describe_quorum_request::PartitionData { partition_index: 0 }],
-            }],
-        };
-        let r: DescribeQuorumResponse = self
-            .try_raw(id)
-            .and_then(|mut c| c.try_call(ApiKey::DescribeQuorum, 1, &req))
-            .ok()?;
-        let p = r.topics.first()?.partitions.first()?;
-        (r.error_code == 0 && p.error_code == 0).then_some(Quorum {
-            leader: p.leader_id,
-            epoch: p.leader_epoch,
-            high_watermark: p.high_watermark,
-        })
+        quorum_at(self.addr(id))
     }
 
     /// The controller leader every live node names (same leader and term), itself live
@@ -386,23 +362,7 @@ impl Cluster {
         timeout: Duration,
         except: Option<i32>,
     ) -> (i32, Duration) {
-        let mut leader = -1;
-        let took = wait_for(
-            timeout,
-            "the live nodes to agree on a controller leader",
-            || {
-                let live = self.live();
-                let seen: Option<Vec<Quorum>> = live.iter().map(|&id| self.quorum(id)).collect();
-                let Some(seen) = seen else { return false };
-                let first = seen[0];
-                let agreed = seen
-                    .iter()
-                    .all(|q| (q.leader, q.epoch) == (first.leader, first.epoch));
-                leader = first.leader;
-                agreed && live.contains(&leader) && Some(leader) != except
-            },
-        );
-        (leader, took)
+        Nodes::await_controller_leader(self, timeout, except).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// The controller leader the live nodes agree on (waiting up to 30 s).
@@ -437,6 +397,38 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Metadata v12 for every topic from the node at `addr` (with [`REQUEST_TIMEOUT`]), or
+/// the I/O error.
+pub fn metadata_at(addr: &str) -> std::io::Result<MetadataResponse> {
+    let req = MetadataRequest {
+        topics: None,
+        allow_auto_topic_creation: false,
+        include_cluster_authorized_operations: false,
+        include_topic_authorized_operations: false,
+    };
+    RawClient::try_connect(addr, REQUEST_TIMEOUT)?.try_call(ApiKey::Metadata, 12, &req)
+}
+
+/// DescribeQuorum v1 of `__cluster_metadata` partition 0 to the node at `addr`; `None`
+/// when the node does not answer or answers with an error.
+pub fn quorum_at(addr: &str) -> Option<Quorum> {
+    let req = DescribeQuorumRequest {
+        topics: vec![describe_quorum_request::TopicData {
+            topic_name: "__cluster_metadata".into(),
+            partitions: vec![describe_quorum_request::PartitionData { partition_index: 0 }],
+        }],
+    };
+    let r: DescribeQuorumResponse = RawClient::try_connect(addr, REQUEST_TIMEOUT)
+        .and_then(|mut c| c.try_call(ApiKey::DescribeQuorum, 1, &req))
+        .ok()?;
+    let p = r.topics.first()?.partitions.first()?;
+    (r.error_code == 0 && p.error_code == 0).then_some(Quorum {
+        leader: p.leader_id,
+        epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+    })
 }
 
 impl Drop for Cluster {

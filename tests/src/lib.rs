@@ -11,7 +11,9 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod compose;
 pub mod kafka;
+pub mod nodes;
 pub mod raw;
 pub mod recorder;
 pub mod wire;

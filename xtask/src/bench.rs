@@ -118,6 +118,19 @@ fn parse(root: &Path, args: &[String]) -> Result<Opts> {
     })
 }
 
+/// The flags of a single bench node with its data in `data_dir`: free ports for the
+/// Kafka listener (the broker logs the one it got) and for the HTTP endpoint.
+pub fn node_args(data_dir: &str) -> [&str; 6] {
+    [
+        "--data-dir",
+        data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]
+}
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "groups") {
         return crate::bench_groups::run(root, &args[1..]);
@@ -191,14 +204,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let result = (|| -> Result<Value> {
             let server = Server::start(
                 &bin.join("sluice"),
-                &[
-                    "--data-dir",
-                    &data_arg,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--http-listen",
-                    "127.0.0.1:0",
-                ],
+                &node_args(&data_arg),
                 "sluice listening",
                 &opts.out.join("broker.log"),
                 Some(("SLUICE_LOG_LEVEL", "info")),

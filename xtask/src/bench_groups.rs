@@ -35,14 +35,7 @@ fn run_against(
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
     let data_arg = data_dir.to_string_lossy().into_owned();
-    let mut args = vec![
-        "--data-dir",
-        &data_arg,
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ];
+    let mut args = crate::bench::node_args(&data_arg).to_vec();
     args.extend_from_slice(extra);
     let result = (|| -> Result<Value> {
         let server = Server::start(

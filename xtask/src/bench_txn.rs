@@ -39,14 +39,7 @@ fn single_node(bin: &Path, opts: &SmallOpts, batches: &str) -> Result<Value> {
     let result = (|| -> Result<Value> {
         let server = Server::start(
             &bin.join("sluice"),
-            &[
-                "--data-dir",
-                &data_arg,
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ],
+            &crate::bench::node_args(&data_arg),
             "sluice listening",
             &opts.out.join("txn-broker.log"),
             Some(("SLUICE_LOG_LEVEL", "info")),

@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: everything CI runs, in one command (the README's test command).
 //!
 //! Order: cheap static checks first, then fuzzing, the client compatibility
-//! scenarios (Python clients, kcat, Sarama), a short chaos schedule (`xtask chaos`), and
-//! the workspace tests (nextest) last.
+//! scenarios (Python clients, kcat, Sarama), a short chaos schedule (`xtask chaos`), the
+//! container image with the compose smoke test, the Kubernetes manifest checks and a
+//! short chaos run against the compose cluster, and the workspace tests (nextest) last.
 //! Every step runs even when an earlier one failed, so one CI run reports everything;
 //! the closing line is a plain `N passed, M failed` over test cases plus steps.
 
@@ -84,6 +85,27 @@ pub fn run_ci(root: &Path, args: &[String]) -> Result<()> {
             .map(|s| s.to_string())
             .collect();
             args.push(json.display().to_string());
+            crate::chaos::run(root, &args)
+        });
+        // Issue 7: the image (from the release binary built above), the README's
+        // compose walkthrough, the Kubernetes manifests, and chaos in containers.
+        step("compose smoke", &mut || crate::compose::smoke(root));
+        step("k8s manifests", &mut || crate::k8s::run(root, &[]));
+        // Kills and network partitions of partition leaders and of the controller
+        // leader, in containers (this seed's schedule covers each).
+        step("chaos docker", &mut || {
+            let args: Vec<String> = [
+                "--docker",
+                "--kills",
+                "6",
+                "--seed",
+                "7",
+                "--controller-percent",
+                "50",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             crate::chaos::run(root, &args)
         });
     }

@@ -164,54 +164,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Returns the venv's python, creating the venv or reinstalling the pins as needed.
+/// Returns the venv's python with the clients of `tests/compat/requirements.txt`.
 fn ensure_venv(root: &Path) -> Result<PathBuf> {
-    let venv = root.join("target/compat-venv");
-    let python = venv.join("bin/python");
-    let requirements = root.join("tests/compat/requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    // A copy of the requirements installed last: pins edited since mean reinstall.
-    let stamp = venv.join("compat-requirements.txt");
-    let imports = || python_ok(&python, IMPORT_CHECK);
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && imports() {
-        return Ok(python);
-    }
-    if !python_ok(&python, "pass") {
-        // Missing, or broken (e.g. the base interpreter it points to was replaced).
-        let _ = fs::remove_dir_all(&venv);
-        if !have("python3") {
-            bail!("python3 is not installed: compat needs Python 3 with the venv module");
-        }
-        util::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
-            .context("creating the compat venv (on Debian's own python3 this needs the python3-venv package)")?;
-    }
-    util::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-r",
-            ])
-            .arg(&requirements),
-    )?;
-    if !imports() {
-        bail!("the compat venv does not import its clients after pip install: `{IMPORT_CHECK}` failed");
-    }
-    fs::write(&stamp, wanted)?;
-    Ok(python)
-}
-
-fn python_ok(python: &Path, code: &str) -> bool {
-    Command::new(python)
-        .args(["-c", code])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    util::ensure_venv(&util::Venv {
+        label: "compat",
+        dir: root.join("target/compat-venv"),
+        requirements: root.join("tests/compat/requirements.txt"),
+        import_check: IMPORT_CHECK,
+    })
 }
 
 /// Installs Debian packages with apt unless `present` says they are there already (we

@@ -12,7 +12,10 @@ mod ci;
 mod cluster;
 mod codegen;
 mod compat;
+mod compose;
+mod docker;
 mod fuzz;
+mod k8s;
 mod tidy;
 mod util;
 
@@ -57,10 +60,27 @@ commands:
       cluster under an idempotent acks=all producer; checks no acknowledged write is
       lost, duplicated or reordered, no phantom, no divergent read, ListOffsets latest
       never decreases; prints unavailability per kill. JSON in target/chaos/.
+      --docker: the same against the compose cluster (image built, cluster brought up
+      and taken down), with docker kill/start and network partitions (docker network
+      disconnect of a leader from its peers, --partition-percent, --partition-ms).
   cluster up [--nodes N] [--keep-data] [-- SLUICE_ARGS...] | status | down
   cluster kill --node N | start --node N
       A local cluster of N (1-5, default 3) sluice processes on 127.0.0.1, node i
-      serving Kafka on port i9092; state, data and logs in target/cluster/.
+      serving Kafka on port i9092 (metrics on i9644); state, data and logs in
+      target/cluster/.
+  docker
+      Build the container image sluice:latest (FROM scratch: the release binary and
+      the glibc libraries it needs) from deploy/Dockerfile; prints its size.
+  compose up|down|smoke
+      The three-node cluster of deploy/docker-compose.yml (image built first; the
+      `docker compose` plugin or docker-compose, whichever this machine has). smoke:
+      up, produce and consume from the host, kill a node and carry on, restart it,
+      check committed offsets and the lag in /metrics, down.
+  k8s-check
+      Validate deploy/k8s/ against Kubernetes' schemas (kubernetes-validate, strict,
+      offline) and against the binary (flags, ports, probe paths), then run the image
+      with the environment the StatefulSet gives pod sluice-1 and check its node id,
+      voters and health endpoints. Venv in target/k8s-venv.
   help
       Print this message.";
 
@@ -79,6 +99,9 @@ fn main() -> Result<()> {
         "bench" => bench::run(&workspace_root()?, rest),
         "chaos" => chaos::run(&workspace_root()?, rest),
         "cluster" => cluster::run(&workspace_root()?, rest),
+        "docker" => docker::run_docker(&workspace_root()?, rest),
+        "compose" => compose::run_compose(&workspace_root()?, rest),
+        "k8s-check" => k8s::run(&workspace_root()?, rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -1,6 +1,7 @@
 //! Small process helpers shared by the xtask subcommands.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -53,4 +54,76 @@ pub fn have(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
+}
+
+/// A Python venv under `target/` holding a requirements file's pins, for the
+/// subcommands that drive Python tools (compat's clients, k8s-check's validator).
+pub struct Venv<'a> {
+    /// Names the venv in messages and its stamp file (`<label>-requirements.txt`).
+    pub label: &'a str,
+    /// Where the venv lives, e.g. `target/compat-venv`.
+    pub dir: PathBuf,
+    /// The pins, `pip install -r`'d.
+    pub requirements: PathBuf,
+    /// Python code that runs when the venv is usable, e.g. `import yaml`.
+    pub import_check: &'a str,
+}
+
+/// Returns the venv's python, creating the venv or reinstalling the pins as needed:
+/// it is reused while it imports `import_check` and the requirements are those it was
+/// last installed from (a copy kept in the venv), so only edited pins or a broken venv
+/// cost a pip run.
+pub fn ensure_venv(spec: &Venv<'_>) -> Result<PathBuf> {
+    let Venv {
+        label,
+        dir: venv,
+        requirements,
+        import_check,
+    } = spec;
+    let python = venv.join("bin/python");
+    let wanted = fs::read_to_string(requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    // A copy of the requirements installed last: pins edited since mean reinstall.
+    let stamp = venv.join(format!("{label}-requirements.txt"));
+    let imports = || python_ok(&python, import_check);
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && imports() {
+        return Ok(python);
+    }
+    if !python_ok(&python, "pass") {
+        // Missing, or broken (e.g. the base interpreter it points to was replaced).
+        let _ = fs::remove_dir_all(venv);
+        if !have("python3") {
+            bail!("python3 is not installed: {label} needs Python 3 with the venv module");
+        }
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv)).with_context(|| {
+            format!(
+                "creating the {label} venv (on Debian's own python3 this needs the python3-venv package)"
+            )
+        })?;
+    }
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+        ])
+        .arg(requirements))?;
+    if !imports() {
+        bail!("the {label} venv does not import its packages after pip install: `{import_check}` failed");
+    }
+    fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+/// True when `python -c code` runs and succeeds.
+pub fn python_ok(python: &Path, code: &str) -> bool {
+    Command::new(python)
+        .args(["-c", code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

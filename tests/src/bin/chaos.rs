@@ -24,6 +24,17 @@
 //! judges the history; the unavailability window of each kill is the time from the kill
 //! until every partition the victim led acknowledged a message sent after the kill.
 //!
+//! With `--docker-node` (given by `cargo xtask chaos --docker`, which brings the compose
+//! cluster of `deploy/docker-compose.yml` up and down) it starts no process: the nodes
+//! are containers, kills are `docker kill` and restarts `docker start`
+//! (`sluice_system_tests::compose`). Each round is then, with probability
+//! `--partition-percent`, a network partition instead of a kill: the chosen node is
+//! disconnected from the network the nodes talk to each other on for `--partition-ms`
+//! while the clients still reach it, then reconnected, and the ISRs awaited as after a
+//! restart. An isolated leader must not acknowledge `acks=all` writes it cannot
+//! replicate, and once back it must neither diverge nor lose a write: the checker judges
+//! partitions like kills, and reports their unavailability as a class of its own.
+//!
 //! With `--transactions` the producer is transactional instead: transactions of
 //! `--txn-size` messages (round robin over the partitions), of which `--abort-percent`
 //! are aborted on purpose; every reader is read_committed, and the checker also proves
@@ -38,7 +49,6 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // A CLI tool: reports on stdio.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,17 +70,20 @@ use sluice_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 use sluice_system_tests::chaos::{
-    check, median_max, value, windows, History, Kill, Latest, Outcome, Read, Rng, Sent, TxnOutcome,
-    Window,
+    check, median_max, value, windows, Fault, History, Kill, Latest, Outcome, Read, Rng, Sent,
+    TxnOutcome, Window,
 };
 use sluice_system_tests::cluster::{Cluster, View};
+use sluice_system_tests::compose::{ComposeCluster, ComposeNode};
+use sluice_system_tests::nodes::{guarded, Nodes};
 use sluice_system_tests::raw::{LazyClient as Conn, RawClient};
 use sluice_system_tests::wire::creatable;
 
 const USAGE: &str = "\
 usage: chaos [--nodes 3] [--kills K] [--seed S] [options]
   --nodes N               cluster size (default 3; at least 3)
-  --kills K               SIGKILLs (default 10)
+  --kills K               SIGKILLs (default 10); against the compose cluster, rounds
+                          of which some are network partitions instead
   --seed S                RNG seed (default: from the clock; printed first)
   --interval-ms MS        time before each kill (default 5000, plus 0-50 % jitter)
   --pause-ms MS           time a killed node stays down (default 3000)
@@ -91,6 +104,18 @@ usage: chaos [--nodes 3] [--kills K] [--seed S] [options]
                           try the harness on a broker without InitProducerId; retries
                           may then duplicate, which the checker reports
   --json PATH             write the figures as JSON
+  --docker-node ID=CONTAINER@HOST:PORT
+                          a node of the compose cluster (repeatable; `cargo xtask
+                          chaos --docker` passes them): no process is started, kills
+                          are `docker kill`, restarts `docker start`
+  --docker-network NET    the network the containers talk to each other on, which a
+                          network partition disconnects a node from (default
+                          sluice_internal)
+  --partition-percent P   with --docker-node: chance that a round cuts a node off its
+                          peers instead of killing it (default 34; a schedule of 4
+                          rounds or more has at least 2 partitions)
+  --partition-ms MS       how long a node stays cut off (default 6000: longer than the
+                          broker session timeout, so the others fence it meanwhile)
 environment:
   CHAOS_PRODUCER_DEBUG=CONTEXTS  librdkafka `debug` contexts for the producer (e.g.
                           topic,metadata,broker), logged with the driver's progress";
@@ -123,6 +148,17 @@ struct Args {
     txn_size: usize,
     abort_percent: u64,
     json: Option<PathBuf>,
+    /// The compose cluster's nodes (`--docker-node`); empty: start processes.
+    docker_nodes: Vec<ComposeNode>,
+    docker_network: String,
+    partition_percent: u64,
+    partition_time: Duration,
+}
+
+impl Args {
+    fn docker(&self) -> bool {
+        !self.docker_nodes.is_empty()
+    }
 }
 
 fn parse() -> Result<Args> {
@@ -147,7 +183,13 @@ fn parse() -> Result<Args> {
         txn_size: 10,
         abort_percent: 20,
         json: None,
+        docker_nodes: Vec::new(),
+        docker_network: "sluice_internal".into(),
+        partition_percent: 0,
+        partition_time: Duration::from_millis(6000),
     };
+    let mut nodes_given = false;
+    let mut partition_percent = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -158,7 +200,10 @@ fn parse() -> Result<Args> {
             Ok(Duration::from_millis(v.parse().context("milliseconds")?))
         };
         match flag.as_str() {
-            "--nodes" => a.nodes = value()?.parse().context("--nodes")?,
+            "--nodes" => {
+                a.nodes = value()?.parse().context("--nodes")?;
+                nodes_given = true;
+            }
             "--kills" => a.kills = value()?.parse().context("--kills")?,
             "--seed" => a.seed = value()?.parse().context("--seed")?,
             "--interval-ms" => a.interval = ms(value()?)?,
@@ -187,12 +232,37 @@ fn parse() -> Result<Args> {
             "--txn-size" => a.txn_size = value()?.parse().context("--txn-size")?,
             "--abort-percent" => a.abort_percent = value()?.parse().context("--abort-percent")?,
             "--json" => a.json = Some(PathBuf::from(value()?)),
+            "--docker-node" => a.docker_nodes.push(ComposeNode::parse(&value()?)?),
+            "--docker-network" => a.docker_network = value()?,
+            "--partition-percent" => {
+                partition_percent = Some(value()?.parse().context("--partition-percent")?)
+            }
+            "--partition-ms" => a.partition_time = ms(value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
+    }
+    if a.docker() {
+        if nodes_given && a.nodes != a.docker_nodes.len() {
+            bail!(
+                "--nodes {} but {} --docker-node",
+                a.nodes,
+                a.docker_nodes.len()
+            );
+        }
+        if !a.sluice_args.is_empty() {
+            bail!("--sluice-arg does not apply to the compose cluster (its settings come from the compose file)");
+        }
+        a.nodes = a.docker_nodes.len();
+        a.partition_percent = partition_percent.unwrap_or(34);
+    } else if partition_percent.is_some_and(|p| p > 0) {
+        bail!("--partition-percent needs the compose cluster (--docker-node): local processes cannot be cut off from each other");
+    }
+    if a.partition_percent > 100 {
+        bail!("--partition-percent must be at most 100");
     }
     if a.nodes < 3 {
         bail!("--nodes must be at least 3 (replication factor 3)");
@@ -220,37 +290,24 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
-/// Runs `f`, turning a panic (the harness panics on timeouts) into an error.
-fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        anyhow::anyhow!("{what}: {msg}")
-    })
-}
-
 // ---------------------------------------------------------------------------------
 // Raw requests
 
 /// The first live node's view (nodes in the given order), if any answers.
-fn any_view(cluster: &Cluster) -> Option<View> {
+fn any_view(cluster: &dyn Nodes) -> Option<View> {
     cluster
         .live()
         .into_iter()
         .find_map(|id| cluster.view(id).ok())
 }
 
-fn create_topic(cluster: &Cluster, partitions: i32) -> Result<()> {
+fn create_topic(cluster: &dyn Nodes, partitions: i32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let leader = guarded("controller leader", || {
-            cluster
-                .await_controller_leader(Duration::from_secs(20), None)
-                .0
-        })?;
+        let leader = cluster
+            .await_controller_leader(Duration::from_secs(20), None)
+            .context("controller leader")?
+            .0;
         let req = CreateTopicsRequest {
             topics: vec![creatable(
                 TOPIC,
@@ -262,7 +319,7 @@ fn create_topic(cluster: &Cluster, partitions: i32) -> Result<()> {
             validate_only: false,
         };
         let r: Result<CreateTopicsResponse> =
-            RawClient::try_connect(cluster.addr(leader), Duration::from_secs(35))
+            RawClient::try_connect(&cluster.addr(leader), Duration::from_secs(35))
                 .and_then(|mut c| c.try_call(ApiKey::CreateTopics, 7, &req))
                 .map_err(Into::into);
         match r {
@@ -298,8 +355,23 @@ fn full_isr(v: &View, partitions: i32, nodes: &[i32]) -> bool {
     })
 }
 
+/// Each partition's leader and ISR as `v` shows them, for progress lines.
+fn leaders_and_isrs(v: &View) -> String {
+    v.topics.get(TOPIC).map_or_else(
+        || format!("no topic {TOPIC}"),
+        |t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("p{i}: leader {} isr {:?}", p.leader, p.isr))
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+    )
+}
+
 /// Polls every live node's view until all of them show a full ISR or `timeout` passes.
-fn await_full_isr(cluster: &Cluster, partitions: i32, timeout: Duration) -> Result<Duration> {
+fn await_full_isr(cluster: &dyn Nodes, partitions: i32, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();
     let nodes = cluster.ids();
     let mut last = String::new();
@@ -312,18 +384,12 @@ fn await_full_isr(cluster: &Cluster, partitions: i32, timeout: Duration) -> Resu
         {
             return Ok(start.elapsed());
         }
-        if let Some(t) = views
+        if let Some(v) = views
             .iter()
             .find_map(|(_, v)| v.as_ref().ok())
-            .and_then(|v| v.topics.get(TOPIC))
+            .filter(|v| v.topics.contains_key(TOPIC))
         {
-            last = t
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(i, p)| format!("p{i}: leader {} isr {:?}", p.leader, p.isr))
-                .collect::<Vec<_>>()
-                .join("; ");
+            last = leaders_and_isrs(v);
         }
         if start.elapsed() > timeout {
             bail!("no full ISR within {timeout:?} (last seen: {last})");
@@ -949,8 +1015,10 @@ struct Chaos {
 }
 
 /// Picks, kills, pauses, restarts and heals, `args.kills` times (and keeps going until
-/// `--duration-secs`). A failure to restart a node is an error (the run cannot go on).
-fn kill_loop(cluster: &mut Cluster, args: &Args, shared: &Shared, out: &mut Chaos) -> Result<()> {
+/// `--duration-secs`); against the compose cluster some rounds cut the node off its
+/// peers instead (see [`reconnect_after`]). A failure to restart (or reconnect) a node is an
+/// error (the run cannot go on).
+fn kill_loop(cluster: &mut dyn Nodes, args: &Args, shared: &Shared, out: &mut Chaos) -> Result<()> {
     let mut rng = Rng::new(args.seed);
     let duration = args.duration.unwrap_or_default();
     let mut k = 0;
@@ -966,14 +1034,21 @@ fn kill_loop(cluster: &mut Cluster, args: &Args, shared: &Shared, out: &mut Chao
         }
         Ok(())
     };
+    let partitioning = cluster.can_partition() && args.partition_percent > 0;
+    // Partitions forced if the draws give too few: two in a schedule of four rounds or
+    // more, one in two or three.
+    let min_partitions = if partitioning {
+        2.min(args.kills / 2)
+    } else {
+        0
+    };
     while k < args.kills {
         let jitter = Duration::from_millis(rng.below(args.interval.as_millis() as u64 / 2 + 1));
         sleep(args.interval + jitter)?;
-        let ctrl = guarded("controller leader", || {
-            cluster
-                .await_controller_leader(Duration::from_secs(15), None)
-                .0
-        })?;
+        let ctrl = cluster
+            .await_controller_leader(Duration::from_secs(15), None)
+            .context("controller leader")?
+            .0;
         let view = any_view(cluster).context("no node answers Metadata")?;
         let leaders: Vec<i32> = view
             .topics
@@ -982,10 +1057,27 @@ fn kill_loop(cluster: &mut Cluster, args: &Args, shared: &Shared, out: &mut Chao
             .unwrap_or_default();
         // The last kill hits the controller leader if none did yet (and any may), so
         // every schedule of two or more kills covers both classes.
-        let no_controller_yet = out.kills.iter().all(|k| !k.controller);
+        let no_controller_yet = out
+            .kills
+            .iter()
+            .all(|k| !(k.controller && k.fault == Fault::Kill));
         let last = k + 1 == args.kills && args.kills >= 2;
-        let want_controller = rng.below(100) < args.controller_percent
-            || (last && no_controller_yet && args.controller_percent > 0);
+        let must_kill_controller = last && no_controller_yet && args.controller_percent > 0;
+        // The draw only happens where partitions can, so a seed replays the process
+        // variant's schedule unchanged. Forced partitions stop short of the last round,
+        // which may have to be the controller kill.
+        let partition = partitioning && {
+            let drawn = rng.below(100) < args.partition_percent;
+            let done = out
+                .kills
+                .iter()
+                .filter(|k| k.fault == Fault::Partition)
+                .count();
+            let rounds_left = (args.kills - 1).saturating_sub(k);
+            let forced = done < min_partitions && min_partitions - done >= rounds_left;
+            (drawn || forced) && !must_kill_controller
+        };
+        let want_controller = rng.below(100) < args.controller_percent || must_kill_controller;
         // A partition-leader kill picks a random partition among those the controller
         // leader does not lead (so both classes get samples), any if it leads all.
         let others: Vec<i32> = leaders
@@ -1010,44 +1102,100 @@ fn kill_loop(cluster: &mut Cluster, args: &Args, shared: &Shared, out: &mut Chao
             .filter(|(_, &l)| l == victim)
             .map(|(p, _)| p as i32)
             .collect();
-        let kill = Kill {
-            at: shared.start.elapsed(),
+        let mut kill = Kill {
+            at: Duration::ZERO, // set once the fault is in effect
             node: victim,
             controller: victim == ctrl,
             led,
+            fault: if partition {
+                Fault::Partition
+            } else {
+                Fault::Kill
+            },
+        };
+        let role = if kill.controller {
+            "the controller leader"
+        } else {
+            "a partition leader"
+        };
+        let (what, action) = if partition {
+            (
+                "partition",
+                format!("cutting node {victim} off from its peers"),
+            )
+        } else {
+            ("kill", format!("SIGKILL node {victim}"))
         };
         progress(&format!(
-            "kill {}/{}: SIGKILL node {victim} ({}; leads partitions {:?})",
+            "{what} {}/{}: {action} ({role}; leads partitions {:?})",
             k + 1,
             args.kills,
-            if kill.controller {
-                "the controller leader"
-            } else {
-                "a partition leader"
-            },
             kill.led
         ));
-        cluster.kill9(victim);
+        if partition {
+            cluster.isolate(victim)?;
+        } else {
+            cluster.kill9(victim)?;
+        }
+        // Taken once the fault is in effect (docker takes a while to kill or
+        // disconnect): what the node acknowledged before then does not measure it.
+        kill.at = shared.start.elapsed();
         out.kills.push(kill);
-        std::thread::sleep(args.pause);
-        let t = Instant::now();
-        guarded(&format!("restart node {victim}"), || {
-            cluster.restart(victim)
-        })?;
-        progress(&format!(
-            "node {victim} restarted (listening after {:.0} ms)",
-            ms(t.elapsed())
-        ));
+        if partition {
+            reconnect_after(cluster, victim, args.partition_time, out)?;
+        } else {
+            std::thread::sleep(args.pause);
+            let t = Instant::now();
+            cluster.restart(victim)?;
+            progress(&format!(
+                "node {victim} restarted (listening after {:.0} ms)",
+                ms(t.elapsed())
+            ));
+        }
         match await_full_isr(cluster, args.partitions, args.heal_timeout) {
             Ok(took) => progress(&format!("full ISR again after {:.0} ms", ms(took))),
             Err(e) => {
-                progress(&format!("after kill {}: {e:#}", k + 1));
-                out.notes.push(format!("after kill {}: {e:#}", k + 1));
+                progress(&format!("after {what} {}: {e:#}", k + 1));
+                out.notes.push(format!("after {what} {}: {e:#}", k + 1));
             }
         }
         k += 1;
     }
     sleep(duration.saturating_sub(shared.start.elapsed()))
+}
+
+/// Leaves node `victim`, just cut off from its peers, so for `time`, then reconnects
+/// it. Just before reconnecting, logs what it and the others serve (the evidence if the
+/// checker later finds that the isolated node acknowledged what it could not
+/// replicate), and notes it if clients could not reach it: the partition is meant to
+/// leave its external listener reachable.
+fn reconnect_after(
+    cluster: &mut dyn Nodes,
+    victim: i32,
+    time: Duration,
+    out: &mut Chaos,
+) -> Result<()> {
+    std::thread::sleep(time);
+    for id in cluster.live() {
+        let seen = cluster
+            .view(id)
+            .map_or_else(|e| format!("no answer ({e})"), |v| leaders_and_isrs(&v));
+        let who = if id == victim { " (cut off)" } else { "" };
+        progress(&format!("while cut off: node {id}{who} serves {seen}"));
+    }
+    if let Err(e) = cluster.view(victim) {
+        out.notes.push(format!(
+            "clients could not reach node {victim} while it was cut off: {e}"
+        ));
+    }
+    let t = Instant::now();
+    cluster.reconnect(victim)?;
+    progress(&format!(
+        "node {victim} reconnected after {:.0} ms cut off (reconnect took {:.0} ms)",
+        ms(time),
+        ms(t.elapsed())
+    ));
+    Ok(())
 }
 
 fn window_json(w: &Window) -> Value {
@@ -1063,8 +1211,9 @@ fn window_json(w: &Window) -> Value {
     })
 }
 
-/// Median/max of the kills of one class, and whether the max meets `target`.
-fn class_summary(ws: &[&Window], target: Duration) -> Value {
+/// Median/max of the faults of one class, counted under `noun`, and whether the max
+/// meets `target` (`null` for a class without one).
+fn class_summary(ws: &[&Window], noun: &str, target: Option<Duration>) -> Value {
     let measured: Vec<Duration> = ws.iter().filter_map(|w| w.window).collect();
     let no_partitions = ws.iter().filter(|w| w.kill.led.is_empty()).count();
     let unrecovered = ws
@@ -1073,14 +1222,14 @@ fn class_summary(ws: &[&Window], target: Duration) -> Value {
         .count();
     let mm = median_max(&measured);
     json!({
-        "kills": ws.len(),
+        noun: ws.len(),
         "measured": measured.len(),
         "led_no_partition": no_partitions,
         "never_acked_again": unrecovered,
         "median_ms": mm.map(|(m, _)| ms(m)),
         "max_ms": mm.map(|(_, x)| ms(x)),
-        "target_max_ms": ms(target),
-        "target_met": mm.is_some_and(|(_, x)| x <= target) && unrecovered == 0,
+        "target_max_ms": target.map(ms),
+        "target_met": target.map(|t| mm.is_some_and(|(_, x)| x <= t) && unrecovered == 0),
     })
 }
 
@@ -1117,7 +1266,23 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(args: &Args) -> Result<i32> {
+/// The cluster of the run: the compose cluster's containers (`--docker-node`), else
+/// freshly started processes; and the flags those processes got.
+fn start_cluster(args: &Args) -> Result<(Box<dyn Nodes>, Vec<String>)> {
+    if args.docker() {
+        let cluster = ComposeCluster::new(args.docker_nodes.clone(), &args.docker_network)?;
+        progress(&format!(
+            "the compose cluster: {}; partitions disconnect from {}",
+            cluster
+                .nodes()
+                .iter()
+                .map(|n| format!("node {} = container {} at {}", n.id, n.container, n.addr))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cluster.network()
+        ));
+        return Ok((Box::new(cluster), Vec::new()));
+    }
     let mut node_args: Vec<String> = [
         "--default-replication-factor",
         "3",
@@ -1137,11 +1302,16 @@ fn run(args: &Args) -> Result<i32> {
     node_args.extend(args.sluice_args.iter().cloned());
     progress(&format!("starting {} nodes with {node_args:?}", args.nodes));
     let extra: Vec<&str> = node_args.iter().map(String::as_str).collect();
-    let mut cluster = guarded("starting the cluster", || {
+    let cluster = guarded("starting the cluster", || {
         Cluster::start_with(args.nodes, &extra, |_| Vec::new())
     })?;
-    create_topic(&cluster, args.partitions)?;
-    await_full_isr(&cluster, args.partitions, Duration::from_secs(60)).context("the new topic")?;
+    Ok((Box::new(cluster), node_args))
+}
+
+fn run(args: &Args) -> Result<i32> {
+    let (mut cluster, node_args) = start_cluster(args)?;
+    create_topic(&*cluster, args.partitions)?;
+    await_full_isr(&*cluster, args.partitions, Duration::from_secs(60)).context("the new topic")?;
     progress(&format!(
         "topic {TOPIC}: {} partitions, replication factor 3, min.insync.replicas 2",
         args.partitions
@@ -1150,7 +1320,7 @@ fn run(args: &Args) -> Result<i32> {
     let addrs: BTreeMap<i32, String> = cluster
         .ids()
         .into_iter()
-        .map(|id| (id, cluster.addr(id).to_string()))
+        .map(|id| (id, cluster.addr(id)))
         .collect();
 
     let shared = Shared {
@@ -1192,20 +1362,23 @@ fn run(args: &Args) -> Result<i32> {
         // No panic may leave this scope before the threads are told to stop (the
         // scope would wait for them forever): the harness's panics become errors.
         let kill_result = guarded("kill phase", || {
-            kill_loop(&mut cluster, args, &shared, &mut chaos)
+            kill_loop(&mut *cluster, args, &shared, &mut chaos)
         })
         .and_then(|r| r);
         if let Err(e) = &kill_result {
             progress(&format!("kill phase failed: {e:#}"));
         }
-        // Heal: every node up, full ISRs.
+        // Heal: every node up and connected, full ISRs.
         let heal = guarded("heal", || -> Result<()> {
             for id in cluster.ids() {
                 if !cluster.is_live(id) {
-                    guarded(&format!("restart node {id}"), || cluster.restart(id))?;
+                    cluster.restart(id)?;
                 }
             }
-            let took = await_full_isr(&cluster, args.partitions, Duration::from_secs(60))?;
+            for id in cluster.isolated() {
+                cluster.reconnect(id)?;
+            }
+            let took = await_full_isr(&*cluster, args.partitions, Duration::from_secs(60))?;
             progress(&format!("healed: full ISR after {:.0} ms", ms(took)));
             Ok(())
         })
@@ -1244,7 +1417,8 @@ fn run(args: &Args) -> Result<i32> {
         };
         (kill_result, heal, final_result)
     });
-    drop(cluster); // SIGKILLs every node
+    // SIGKILLs every process; the compose cluster's containers are the xtask's to stop.
+    drop(cluster);
 
     let sent = shared.sent.lock().map(|s| s.clone()).unwrap_or_default();
     let reads = shared.reads.lock().map(|r| r.clone()).unwrap_or_default();
@@ -1289,10 +1463,18 @@ fn run(args: &Args) -> Result<i32> {
         Some(check(&history))
     };
     let ws = windows(&chaos.kills, &history.sent);
-    let leader_kills: Vec<&Window> = ws.iter().filter(|w| !w.kill.controller).collect();
-    let ctrl_kills: Vec<&Window> = ws.iter().filter(|w| w.kill.controller).collect();
-    let leader_summary = class_summary(&leader_kills, TARGET_LEADER_KILL);
-    let ctrl_summary = class_summary(&ctrl_kills, TARGET_CONTROLLER_KILL);
+    let of = |fault: Fault, controller: Option<bool>| -> Vec<&Window> {
+        ws.iter()
+            .filter(|w| w.kill.fault == fault && controller.is_none_or(|c| w.kill.controller == c))
+            .collect()
+    };
+    let leader_kills = of(Fault::Kill, Some(false));
+    let ctrl_kills = of(Fault::Kill, Some(true));
+    let partitions = of(Fault::Partition, None);
+    let leader_summary = class_summary(&leader_kills, "kills", Some(TARGET_LEADER_KILL));
+    let ctrl_summary = class_summary(&ctrl_kills, "kills", Some(TARGET_CONTROLLER_KILL));
+    // The issue sets no target for partitions: the window is reported only.
+    let partition_summary = class_summary(&partitions, "partitions", None);
 
     // Report.
     if let Some(r) = &report {
@@ -1308,7 +1490,11 @@ fn run(args: &Args) -> Result<i32> {
     }
     for w in &ws {
         println!(
-            "chaos: kill at {:.1} s of node {} ({}), led {:?}: unavailable {}",
+            "chaos: {} at {:.1} s of node {} ({}), led {:?}: unavailable {}",
+            match w.kill.fault {
+                Fault::Kill => "kill",
+                Fault::Partition => "network partition",
+            },
             w.kill.at.as_secs_f64(),
             w.kill.node,
             if w.kill.controller {
@@ -1324,24 +1510,42 @@ fn run(args: &Args) -> Result<i32> {
             }
         );
     }
-    let fmt_class = |name: &str, v: &Value| {
+    let fmt_class = |name: &str, noun: &str, v: &Value| {
         format!(
-            "chaos: {name}: {} kills, median {} ms, max {} ms (target max {} ms: {})",
-            v["kills"],
+            "chaos: {name}: {} {noun}, median {} ms, max {} ms ({})",
+            v[noun],
             v["median_ms"],
             v["max_ms"],
-            v["target_max_ms"],
-            if v["target_met"].as_bool() == Some(true) {
-                "met"
-            } else if v["kills"].as_u64() == Some(0) {
-                "no sample"
-            } else {
-                "MISSED"
+            match v["target_met"].as_bool() {
+                None => "no target".to_string(),
+                Some(met) => format!(
+                    "target max {} ms: {}",
+                    v["target_max_ms"],
+                    if met {
+                        "met"
+                    } else if v[noun].as_u64() == Some(0) {
+                        "no sample"
+                    } else {
+                        "MISSED"
+                    }
+                ),
             }
         )
     };
-    println!("{}", fmt_class("partition-leader kills", &leader_summary));
-    println!("{}", fmt_class("controller-leader kills", &ctrl_summary));
+    println!(
+        "{}",
+        fmt_class("partition-leader kills", "kills", &leader_summary)
+    );
+    println!(
+        "{}",
+        fmt_class("controller-leader kills", "kills", &ctrl_summary)
+    );
+    if args.docker() {
+        println!(
+            "{}",
+            fmt_class("network partitions", "partitions", &partition_summary)
+        );
+    }
     if let Some(r) = &report {
         println!(
             "chaos: sent {}, acked {}, failed {}, pending {}, unacked present {}, final records {}, consumer reads {}, latest observations {}",
@@ -1399,7 +1603,7 @@ fn run(args: &Args) -> Result<i32> {
     );
 
     if let Some(path) = &args.json {
-        let doc = json!({
+        let mut doc = json!({
             "seed": args.seed,
             "nodes": args.nodes,
             "kills_requested": args.kills,
@@ -1430,7 +1634,7 @@ fn run(args: &Args) -> Result<i32> {
             })),
             "violations": report.as_ref().map(|r| r.violations.iter().take(1000).map(|v| v.to_string()).collect::<Vec<_>>()),
             "high_watermarks": high.iter().map(|(p, h)| (p.to_string(), json!(h))).collect::<serde_json::Map<_, _>>(),
-            "kills": ws.iter().map(window_json).collect::<Vec<_>>(),
+            "kills": ws.iter().filter(|w| w.kill.fault == Fault::Kill).map(window_json).collect::<Vec<_>>(),
             "unavailability": {
                 "partition_leader_kills": leader_summary,
                 "controller_leader_kills": ctrl_summary,
@@ -1441,6 +1645,33 @@ fn run(args: &Args) -> Result<i32> {
             "failures": failures,
             "exit_code": code,
         });
+        // Only the docker variant has these, so the process variant's figures keep
+        // their shape.
+        if let (true, Some(doc)) = (args.docker(), doc.as_object_mut()) {
+            doc.insert(
+                "cluster".into(),
+                json!({
+                    "kind": "docker-compose",
+                    "network": args.docker_network,
+                    "nodes": args.docker_nodes.iter().map(|n| json!({
+                        "id": n.id, "container": n.container, "addr": n.addr,
+                    })).collect::<Vec<_>>(),
+                }),
+            );
+            doc.insert("partition_percent".into(), json!(args.partition_percent));
+            doc.insert(
+                "partition_ms".into(),
+                json!(args.partition_time.as_millis() as u64),
+            );
+            doc.insert(
+                "network_partitions".into(),
+                json!(partitions
+                    .iter()
+                    .map(|w| window_json(w))
+                    .collect::<Vec<_>>()),
+            );
+            doc["unavailability"]["network_partitions"] = partition_summary;
+        }
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
