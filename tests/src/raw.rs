@@ -36,6 +36,29 @@ impl RawClient {
         })
     }
 
+    /// Connects from source address `source` (e.g. 127.0.0.2: another client host, as
+    /// the broker sees it).
+    pub fn connect_from(addr: &str, source: std::net::IpAddr) -> std::io::Result<RawClient> {
+        let target = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(target),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&target.into(), Duration::from_secs(20))?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient {
+            stream,
+            next_correlation: 1,
+        })
+    }
+
     /// Sends `req` as `api` at `version` and decodes the response (checking the
     /// correlation id and that the whole body was consumed).
     pub fn call<Req: Encode, Resp: Decode>(

@@ -13,12 +13,13 @@ use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
 };
+use sluice_system_tests::cluster::free_ports;
 use sluice_system_tests::raw::RawClient;
 use sluice_system_tests::wire::{
     batch, batch_at, batch_bases, fetch_at, fetch_one, fetch_request, metadata, must_create,
     now_ms, partition_count, produce_ok, produce_request, produce_v, records, topic_names, values,
 };
-use sluice_system_tests::Sluice;
+use sluice_system_tests::{wait_for, Sluice};
 
 fn api_versions_req() -> ApiVersionsRequest {
     ApiVersionsRequest {
@@ -377,6 +378,85 @@ fn max_connections_closes_the_fourth_and_keeps_the_first_three() {
     for c in &mut open {
         assert!(healthy(c));
     }
+}
+
+/// A connection the broker closed without reading from it (over a limit).
+fn refused(mut c: RawClient) -> bool {
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = c.write_raw(&[0, 0, 0, 0]);
+    c.is_closed_by_peer()
+}
+
+#[test]
+fn max_connections_per_ip_counts_each_client_ip_with_its_override() {
+    // 127.0.0.1 may hold 3 connections (its override), any other address 1.
+    let node = Sluice::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--max-connections-per-ip-overrides",
+        "127.0.0.1:3",
+    ]);
+    let mut local: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&node.addr)).collect();
+    for c in &mut local {
+        assert!(healthy(c));
+    }
+    assert!(
+        refused(RawClient::connect(&node.addr)),
+        "a fourth connection from 127.0.0.1 is closed"
+    );
+    // Another client host has its own count, at the default limit.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut first = RawClient::connect_from(&node.addr, other).unwrap();
+    assert!(
+        healthy(&mut first),
+        "127.0.0.2's first connection is served"
+    );
+    assert!(
+        refused(RawClient::connect_from(&node.addr, other).unwrap()),
+        "127.0.0.2's second connection is closed"
+    );
+    for c in &mut local {
+        assert!(
+            healthy(c),
+            "the flood from one IP does not touch the others"
+        );
+    }
+    // A closed connection gives its IP's slot back (released asynchronously).
+    drop(first);
+    wait_for(Duration::from_secs(5), "127.0.0.2's slot back", || {
+        let mut c = RawClient::connect_from(&node.addr, other).unwrap();
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        c.send(ApiKey::ApiVersions, 3, &api_versions_req());
+        c.read_frame().is_some()
+    });
+}
+
+#[test]
+fn a_listener_limit_holds_for_that_listener_only() {
+    let ports = free_ports(2);
+    let (a, b) = (ports[0], ports[1]);
+    let node = Sluice::start(&[
+        "--listeners",
+        &format!("ONE://127.0.0.1:{a},TWO://127.0.0.1:{b}"),
+        "--listener-max-connections",
+        "two=1",
+    ]);
+    let two = format!("127.0.0.1:{b}");
+    let mut held = RawClient::connect(&two);
+    assert!(healthy(&mut held));
+    assert!(
+        refused(RawClient::connect(&two)),
+        "TWO takes one connection"
+    );
+    let mut ones: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&node.addr)).collect();
+    for c in &mut ones {
+        assert!(healthy(c), "listener ONE is not limited");
+    }
+    assert!(healthy(&mut held));
 }
 
 // ---------------------------------------------------------------------------------

@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// `max.connections`: accepted connections beyond this are closed at once.
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections one client IP may hold.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: other limits for given IPs.
+    pub max_connections_per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `listener.name.<name>.max.connections`, by upper-case listener name.
+    pub listener_max_connections: BTreeMap<String, usize>,
     /// Responses queued per connection before the broker stops reading from it.
     pub max_inflight_requests: usize,
     /// Upper bound on `max_wait_ms` of a parked fetch, whatever a client asks.
@@ -181,6 +187,9 @@ impl BrokerConfig {
             replication: ReplicationConfig::default(),
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
+            max_connections_per_ip: 2_147_483_647,
+            max_connections_per_ip_overrides: BTreeMap::new(),
+            listener_max_connections: BTreeMap::new(),
             max_inflight_requests: 100,
             fetch_max_wait_cap_ms: 30_000,
             connections_max_idle_ms: 600_000,

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cluster;
 pub mod commit;
 pub mod config;
+pub mod conn_limits;
 pub mod connection;
 pub mod coordinator_host;
 pub mod error;

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::broker::Broker;
 use crate::cluster::{bootstrap, Cluster};
 use crate::config::BrokerConfig;
+use crate::conn_limits::ConnectionLimits;
 use crate::connection;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
@@ -253,6 +254,17 @@ async fn connection_loop(
     background: tokio::task::JoinHandle<()>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let c = &broker.config;
+    let per_listener = broker
+        .listeners
+        .iter()
+        .map(|l| c.listener_max_connections.get(&l.name).copied())
+        .collect();
+    let limits = Arc::new(ConnectionLimits::new(
+        c.max_connections_per_ip,
+        c.max_connections_per_ip_overrides.clone(),
+        per_listener,
+    ));
     let mut stop = shutdown.subscribe();
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -262,6 +274,14 @@ async fn connection_loop(
                     warn!(%peer, max = broker.config.max_connections, "connection refused: max.connections reached");
                     drop(socket);
                     continue;
+                };
+                let slot = match limits.admit(peer.ip(), listener) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        debug!(%peer, ?refused, "connection refused: a connection limit is reached");
+                        drop(socket);
+                        continue;
+                    }
                 };
                 let _ = socket.set_nodelay(true);
                 let broker = broker.clone();
@@ -275,7 +295,7 @@ async fn connection_loop(
                         debug!(error = %e, "connection closed with error");
                     }
                     metrics.connections.dec();
-                    drop(permit);
+                    drop((permit, slot));
                 }.instrument(span));
             }
             // Reap finished connection tasks so the set does not grow without bound.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use sluice_broker::conn_limits;
 use sluice_broker::listeners::{self, ListenerConfig};
 use sluice_broker::topic_config::BrokerLogDefaults;
 use sluice_broker::BrokerConfig;
@@ -129,6 +130,22 @@ pub struct Cli {
     /// `max.connections`.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections one client IP may hold; more are closed
+    /// when accepted.
+    #[arg(
+        long,
+        env = "SLUICE_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 2_147_483_647
+    )]
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: `ip:count,...` (IP addresses; IPv6 in
+    /// brackets).
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP_OVERRIDES")]
+    pub max_connections_per_ip_overrides: Option<String>,
+    /// `listener.name.<name>.max.connections` for each named listener:
+    /// `NAME=count,...`.
+    #[arg(long, env = "SLUICE_LISTENER_MAX_CONNECTIONS")]
+    pub listener_max_connections: Option<String>,
     /// `connections.max.idle.ms`: close connections idle this long.
     #[arg(
         long,
@@ -298,6 +315,22 @@ impl Cli {
         c.log_cleaner_backoff_ms = self.log_cleaner_backoff_ms;
         c.socket_request_max_bytes = self.socket_request_max_bytes;
         c.max_connections = self.max_connections;
+        c.max_connections_per_ip = self.max_connections_per_ip;
+        if let Some(list) = &self.max_connections_per_ip_overrides {
+            c.max_connections_per_ip_overrides = conn_limits::parse_ip_overrides(list)
+                .map_err(|e| anyhow::anyhow!("--max-connections-per-ip-overrides: {e}"))?;
+        }
+        if let Some(list) = &self.listener_max_connections {
+            let limits = conn_limits::parse_listener_limits(list)
+                .map_err(|e| anyhow::anyhow!("--listener-max-connections: {e}"))?;
+            if let Some(name) = limits
+                .keys()
+                .find(|n| !c.listeners.iter().any(|l| &l.name == *n))
+            {
+                anyhow::bail!("--listener-max-connections: {name} is not among the listeners");
+            }
+            c.listener_max_connections = limits;
+        }
         c.max_inflight_requests = self.max_inflight_requests;
         c.fetch_max_bytes = self.fetch_max_bytes;
         c.connections_max_idle_ms = self.connections_max_idle_ms;
