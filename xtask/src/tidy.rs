@@ -83,9 +83,10 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
             problems.push(format!("sluice-storage must know nothing of network, Raft or binaries, but depends on {forbidden}"));
         }
     }
-    // The group and transaction coordinators are sans-io state machines: time comes in
-    // as arguments, records go out as values, and the broker does the I/O.
-    for coordinator in ["sluice-group", "sluice-txn"] {
+    // The group and transaction coordinators and the SASL mechanisms are sans-io state
+    // machines: time and randomness come in as arguments, records and messages go out
+    // as values, and the broker does the I/O.
+    for coordinator in ["sluice-group", "sluice-txn", "sluice-auth"] {
         for forbidden in RUNTIME_OR_NET
             .iter()
             .chain(BINARY_ONLY)
@@ -112,6 +113,7 @@ fn check_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
         "sluice-storage",
         "sluice-group",
         "sluice-txn",
+        "sluice-auth",
         "sluice-controller",
         "sluice-replication",
     ] {
