@@ -42,14 +42,6 @@ impl ScramMechanism {
         }
     }
 
-    /// The mechanism's number in Kafka's AlterUserScramCredentials (`ScramMechanism`).
-    pub fn kafka_type(self) -> i8 {
-        match self {
-            ScramMechanism::Sha256 => 1,
-            ScramMechanism::Sha512 => 2,
-        }
-    }
-
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         // HMAC takes keys of any length: new_from_slice cannot fail for it.
         match self {

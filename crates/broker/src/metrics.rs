@@ -197,9 +197,6 @@ fn read_state(r: &mut Registry, broker: &Broker) {
     let records_in = Family::<TopicLabel, Counter>::default();
     let hw = Family::<PartitionLabel, Gauge>::default();
     let (mut hosted, mut led, mut under_replicated, mut offline) = (0i64, 0i64, 0i64, 0i64);
-    // Committed-offset lag needs each partition's end: the high watermark of this node's
-    // replica (exact where it leads, at most one fetch behind where it follows).
-    let mut ends = std::collections::HashMap::new();
     for topic in broker.topics.all() {
         let label = TopicLabel {
             topic: topic.name.clone(),
@@ -220,8 +217,6 @@ fn read_state(r: &mut Registry, broker: &Broker) {
             }
             let Some(replica) = &p.replica else { continue };
             hosted += 1;
-            let high_watermark = replica.log.high_watermark();
-            ends.insert((topic.name.clone(), p.index), high_watermark);
             if p.led_here {
                 led += 1;
                 if p.isr.len() < p.replicas.len() {
@@ -231,7 +226,7 @@ fn read_state(r: &mut Registry, broker: &Broker) {
                     topic: topic.name.clone(),
                     partition: p.index,
                 })
-                .set(high_watermark);
+                .set(replica.log.high_watermark());
             }
         }
     }
@@ -303,7 +298,14 @@ fn read_state(r: &mut Registry, broker: &Broker) {
     let committed = Family::<GroupPartitionLabel, Gauge>::default();
     let lag = Family::<GroupPartitionLabel, Gauge>::default();
     for (group, topic, partition, offset) in broker.groups.committed_offsets() {
-        let end = ends.get(&(topic.clone(), partition)).copied();
+        // The partition's end: the high watermark of this node's replica (exact where it
+        // leads, at most one fetch behind where it follows).
+        let end = broker.topics.get(&topic).and_then(|t| {
+            t.state(partition)?
+                .replica
+                .as_ref()
+                .map(|r| r.log.high_watermark())
+        });
         let label = GroupPartitionLabel {
             group,
             topic,

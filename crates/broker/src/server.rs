@@ -28,8 +28,6 @@ pub const CONTROLLER_DIR: &str = "controller";
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
-    /// Where the HTTP endpoint listens, if it is on.
-    pub http_addr: Option<SocketAddr>,
     pub broker: Arc<Broker>,
     shutdown: broadcast::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -215,7 +213,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     ));
     Ok(RunningServer {
         local_addr,
-        http_addr: http.as_ref().map(|h| h.addr),
         http,
         broker,
         shutdown,
