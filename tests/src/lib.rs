@@ -9,6 +9,7 @@
     clippy::print_stderr
 )]
 
+pub mod certs;
 pub mod chaos;
 pub mod cluster;
 pub mod compose;
@@ -16,6 +17,7 @@ pub mod kafka;
 pub mod nodes;
 pub mod raw;
 pub mod recorder;
+pub mod secure;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};

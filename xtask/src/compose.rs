@@ -25,6 +25,8 @@ pub struct Compose {
     /// `["docker", "compose"]` or `["docker-compose"]`.
     tool: Vec<String>,
     file: PathBuf,
+    /// Override files layered over `file` (`-f` each, in order).
+    overrides: Vec<PathBuf>,
     /// Extra environment for the compose command (its `${VAR:-default}` settings).
     env: Vec<(String, String)>,
 }
@@ -51,6 +53,7 @@ impl Compose {
         Ok(Compose {
             tool,
             file: root.join("deploy/docker-compose.yml"),
+            overrides: Vec::new(),
             env: Vec::new(),
         })
     }
@@ -61,6 +64,12 @@ impl Compose {
         self
     }
 
+    /// Layers an override file over the deploy file.
+    pub fn with_override(mut self, file: PathBuf) -> Compose {
+        self.overrides.push(file);
+        self
+    }
+
     /// The compose command with `args`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.tool[0]);
@@ -68,8 +77,11 @@ impl Compose {
             .arg("-p")
             .arg(PROJECT)
             .arg("-f")
-            .arg(&self.file)
-            .args(args);
+            .arg(&self.file);
+        for o in &self.overrides {
+            c.arg("-f").arg(o);
+        }
+        c.args(args);
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -154,6 +166,17 @@ pub fn health(container: &str) -> Result<String> {
 /// `cargo xtask compose up|down|smoke`.
 pub fn run_compose(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
+        Some("up") if args.get(1).is_some_and(|a| a == "--secure") => {
+            crate::docker::build_image(root)?;
+            let compose = crate::compose_secure::compose(root)?;
+            compose.up_fresh()?;
+            compose.wait_healthy(&SERVICES, Duration::from_secs(90))?;
+            crate::compose_secure::describe(root);
+            Ok(())
+        }
+        Some("smoke") if args.get(1).is_some_and(|a| a == "--secure") => {
+            crate::compose_secure::smoke(root)
+        }
         Some("up") => {
             crate::docker::build_image(root)?;
             let compose = Compose::detect(root)?;
@@ -164,7 +187,7 @@ pub fn run_compose(root: &Path, args: &[String]) -> Result<()> {
         }
         Some("down") => Compose::detect(root)?.down(),
         Some("smoke") => smoke(root),
-        _ => bail!("usage: cargo xtask compose up|down|smoke"),
+        _ => bail!("usage: cargo xtask compose up|down|smoke [--secure]"),
     }
 }
 

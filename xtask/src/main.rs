@@ -13,6 +13,7 @@ mod cluster;
 mod codegen;
 mod compat;
 mod compose;
+mod compose_secure;
 mod docker;
 mod fuzz;
 mod k8s;
@@ -71,11 +72,14 @@ commands:
   docker
       Build the container image sluice:latest (FROM scratch: the release binary and
       the glibc libraries it needs) from deploy/Dockerfile; prints its size.
-  compose up|down|smoke
+  compose up|down|smoke [--secure]
       The three-node cluster of deploy/docker-compose.yml (image built first; the
       `docker compose` plugin or docker-compose, whichever this machine has). smoke:
       up, produce and consume from the host, kill a node and carry on, restart it,
-      check committed offsets and the lag in /metrics, down.
+      check committed offsets and the lag in /metrics, down. --secure: layered with
+      deploy/docker-compose.secure.yml (SASL_SSL clients, SSL between brokers,
+      controller mTLS, ACLs) over a test PKI in target/compose-pki; its smoke produces
+      and consumes with kcat over SASL_SSL and checks that bad clients are refused.
   k8s-check
       Validate deploy/k8s/ against Kubernetes' schemas (kubernetes-validate, strict,
       offline) and against the binary (flags, ports, probe paths), then run the image

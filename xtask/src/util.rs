@@ -18,6 +18,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cmd` with `input` on its standard input, failing on a non-zero exit.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{}` failed with {status}", describe(cmd));
+    }
+    Ok(())
+}
+
 /// Runs a command and returns its stdout (stderr inherited).
 pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd

@@ -34,6 +34,14 @@ impl ScramMechanism {
         }
     }
 
+    /// The length of this mechanism's hash, and so of its StoredKey and ServerKey.
+    pub fn hash_len(self) -> usize {
+        match self {
+            ScramMechanism::Sha256 => 32,
+            ScramMechanism::Sha512 => 64,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "SCRAM-SHA-256" => Some(ScramMechanism::Sha256),
@@ -42,7 +50,7 @@ impl ScramMechanism {
         }
     }
 
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         // HMAC takes keys of any length: new_from_slice cannot fail for it.
         match self {
             ScramMechanism::Sha256 => <Hmac<Sha256> as Mac>::new_from_slice(key)
@@ -54,7 +62,7 @@ impl ScramMechanism {
         }
     }
 
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hash(self, data: &[u8]) -> Vec<u8> {
         match self {
             ScramMechanism::Sha256 => Sha256::digest(data).to_vec(),
             ScramMechanism::Sha512 => Sha512::digest(data).to_vec(),
@@ -62,7 +70,7 @@ impl ScramMechanism {
     }
 
     /// Hi(password, salt, i) of RFC 5802: PBKDF2 with this mechanism's HMAC.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    pub(crate) fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             ScramMechanism::Sha256 => {
                 let mut out = [0u8; 32];
@@ -260,6 +268,26 @@ impl ScramServer {
         let reply = format!("v={}", B64.encode(server_signature)).into_bytes();
         Ok((self.user, reply))
     }
+}
+
+/// The client's side of the proof (RFC 5802 section 3): ClientKey XOR
+/// HMAC(StoredKey, AuthMessage). For the broker's own SCRAM logins and for tests.
+pub fn client_proof(
+    mechanism: ScramMechanism,
+    password: &str,
+    salt: &[u8],
+    iterations: u32,
+    auth_message: &[u8],
+) -> Vec<u8> {
+    let salted = mechanism.salted_password(password.as_bytes(), salt, iterations);
+    let client_key = mechanism.hmac(&salted, b"Client Key");
+    let stored_key = mechanism.hash(&client_key);
+    let signature = mechanism.hmac(&stored_key, auth_message);
+    client_key
+        .iter()
+        .zip(&signature)
+        .map(|(k, s)| k ^ s)
+        .collect()
 }
 
 fn bad(why: &str) -> AuthError {

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use sluice_controller::{BrokerEndpoint, MetadataImage};
 
+use crate::access::Access;
 use crate::cluster::{Cluster, SyncTarget};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -18,6 +19,8 @@ use crate::listeners::{self, Listener};
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
 use crate::replicas::ReplicaService;
+use crate::security::protocol_of;
+use crate::session::Credentials;
 use crate::topics::Topics;
 use crate::txns::TxnService;
 
@@ -54,6 +57,8 @@ pub struct Broker {
     pub txns: TxnService,
     /// Counters for `/metrics` (created before the broker, with the HTTP endpoint).
     pub metrics: Arc<Metrics>,
+    /// Credentials and the authorizer.
+    pub access: Access,
 }
 
 impl Broker {
@@ -76,8 +81,12 @@ impl Broker {
             .listeners
             .iter()
             .zip(bound)
-            .map(|(l, addr)| listeners::resolve(l, *addr, hostname.clone()))
+            .map(|(l, addr)| {
+                let security = protocol_of(&l.name, &config.security.protocol_map)?;
+                listeners::resolve(l, *addr, hostname.clone(), security)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let access = Access::new(&config.security, cluster.clone(), metrics.clone())?;
         let request_memory_kib = u32::try_from(config.queued_max_request_bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .max(1);
@@ -94,7 +103,13 @@ impl Broker {
             producer_ids: ProducerIds::default(),
             txns,
             metrics,
+            access,
         })
+    }
+
+    /// What SASL sessions check credentials against.
+    pub fn credentials(&self) -> &dyn Credentials {
+        &self.access
     }
 
     /// The advertised endpoints this broker registers with, one per listener.

@@ -7,6 +7,7 @@ use sluice_group::GroupConfig;
 use sluice_txn::TxnConfig;
 
 use crate::listeners::{ListenerConfig, DEFAULT_LISTENER};
+use crate::security::SecurityConfig;
 use crate::topic_config::BrokerLogDefaults;
 
 /// Everything a node needs to start. Built by the binary from flags / `SLUICE_*` env vars;
@@ -70,6 +71,8 @@ pub struct BrokerConfig {
     pub http_listen: Option<String>,
     /// The metadata quorum and the broker's lifecycle in it.
     pub cluster: ClusterConfig,
+    /// Listener security protocols, TLS, SASL and the authorizer.
+    pub security: SecurityConfig,
     /// Replica fetching and ISR upkeep (`replica.*`).
     pub replication: ReplicationConfig,
 }
@@ -140,6 +143,11 @@ pub struct ClusterConfig {
     pub leader_imbalance_check_interval_ms: u64,
     /// `leader.imbalance.per.broker.percentage`.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Mutual TLS on the controller RPC port (Raft, broker lifecycle, forwarded metadata
+    /// writes) with the listeners' certificate, key and CA (`security.tls`, read once at
+    /// start), as Kafka secures `controller.listener.names` with SSL. Every node of the
+    /// cluster must agree on it.
+    pub rpc_tls: bool,
 }
 
 impl Default for ClusterConfig {
@@ -160,6 +168,7 @@ impl Default for ClusterConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
             leader_imbalance_per_broker_percentage: 10,
+            rpc_tls: false,
         }
     }
 }
@@ -204,6 +213,7 @@ impl BrokerConfig {
             txn_state_min_isr: 2,
             http_listen: None,
             cluster: ClusterConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

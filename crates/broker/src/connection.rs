@@ -5,19 +5,20 @@
 //! record batches are shared with storage reads) goes out with vectored writes.
 
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::frame::{frame_size, take_frame};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::router::{self, ConnectionInfo, Response};
+use crate::session::{Session, Step};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for its queued responses to be written.
@@ -25,7 +26,7 @@ const WRITER_DRAIN: Duration = Duration::from_secs(5);
 /// Response bytes a connection may have queued for its writer. Kafka sends one response
 /// at a time per connection; a queue lets pipelined producers overlap, and this bound
 /// keeps a client that pipelines Fetches without reading from holding gigabytes.
-const QUEUED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const QUEUED_RESPONSE_KIB: u32 = 64 * 1024;
 /// A frame that holds part of the broker-wide request budget must arrive within this;
 /// a client that sends a large length prefix and stalls must not pin the budget.
 const FRAME_DEADLINE: Duration = Duration::from_secs(30);
@@ -42,28 +43,35 @@ struct Queued {
 const MAX_IOV: usize = 64;
 
 /// Serves one connection accepted on listener `listener` (an index into
-/// `Broker::listeners`).
-pub async fn serve(
+/// `Broker::listeners`), reading from `rd` and writing to `wr` (a TCP socket's halves,
+/// or a TLS stream's). `session` has done what the listener's security protocol needs
+/// before the first frame (a TLS handshake); SASL happens here, frame by frame.
+pub async fn serve<R, W>(
     broker: Arc<Broker>,
-    socket: TcpStream,
+    (mut rd, wr): (R, W),
+    peer: SocketAddr,
     listener: usize,
+    mut session: Session,
     mut stop: broadcast::Receiver<()>,
-) -> Result<(), BrokerError> {
-    let conn = ConnectionInfo {
+) -> Result<(), BrokerError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = ConnectionInfo {
         // Kafka reports a member's host as `InetAddress.toString` does: "/<ip>".
-        client_host: socket
-            .peer_addr()
-            .map(|a| format!("/{}", a.ip()))
-            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+        peer_ip: peer.ip(),
         listener,
+        principal: Arc::new(session.principal().clone()),
     };
-    let (mut rd, wr) = socket.into_split();
     // The bound is the number of responses that may wait for the socket; when it is
     // full the connection stops reading, which pushes back on a pipelining client.
     let (tx, rx) = mpsc::channel::<Queued>(broker.config.max_inflight_requests.max(1));
-    let queue_kib = (QUEUED_RESPONSE_BYTES / 1024) as u32;
-    let queue_budget = Arc::new(Semaphore::new(queue_kib as usize));
+    let queue_budget = Arc::new(Semaphore::new(QUEUED_RESPONSE_KIB as usize));
     let idle = Duration::from_millis(broker.config.connections_max_idle_ms.max(1));
+    let auth_deadline =
+        Instant::now() + Duration::from_millis(broker.config.security.authentication_timeout_ms);
     let writer = tokio::spawn(write_loop(wr, rx));
     let max_frame = broker.config.socket_request_max_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -79,30 +87,37 @@ pub async fn serve(
                 // the middle of an append because appends never await.
                 let api_key = frame.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
                 let started = Instant::now();
+                let frame = match session.on_frame(broker.credentials(), frame, started)? {
+                    Step::Request(frame) => frame,
+                    Step::Reply(reply) => {
+                        conn.update_principal(&session);
+                        let reply = Response::Frame(reply);
+                        if queue(&tx, &queue_budget, &mut stop, reply).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Step::ReplyAndClose(reply) => {
+                        // The answer goes out (the writer drains its queue), then we close.
+                        let _ = queue(&tx, &queue_budget, &mut stop, Response::Frame(reply)).await;
+                        return Ok(());
+                    }
+                    Step::Close(why) => {
+                        debug!(why, "closing the connection");
+                        return Ok(());
+                    }
+                };
                 let response = tokio::select! {
                     r = router::handle(&broker, &conn, frame) => r?,
                     _ = stop.recv() => return Ok(()),
                 };
                 let response = counted(&broker, api_key, started, response);
                 if let Some(response) = response {
-                    // Wait for room in the queue's byte budget (a response larger than
-                    // the whole budget waits for an empty queue). A client that stops
-                    // reading fills it; shutdown must not wait for that.
-                    let kib = u32::try_from(response.len().div_ceil(1024))
-                        .unwrap_or(u32::MAX)
-                        .min(queue_kib);
-                    let queued = tokio::select! {
-                        permit = queue_budget.clone().acquire_many_owned(kib) => match permit {
-                            Ok(p) => Queued { response, _budget: Some(p) },
-                            Err(_) => return Ok(()),
-                        },
-                        _ = stop.recv() => return Ok(()),
-                    };
-                    tokio::select! {
-                        sent = tx.send(queued) => if sent.is_err() {
-                            return Ok(()); // writer gone: the peer closed
-                        },
-                        _ = stop.recv() => return Ok(()),
+                    if queue(&tx, &queue_budget, &mut stop, response)
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
                     }
                 }
             }
@@ -141,11 +156,16 @@ pub async fn serve(
             buf.reserve(want);
             // connections.max.idle.ms, and a shorter deadline while part of the shared
             // request budget is held for this connection's frame.
-            let limit = if frame_permit.is_some() {
+            let mut limit = if frame_permit.is_some() {
                 FRAME_DEADLINE.min(idle)
             } else {
                 idle
             };
+            // A client that has not authenticated gets only a short while to do so, so
+            // idle unauthenticated connections cannot pile up.
+            if !session.is_authenticated() {
+                limit = limit.min(auth_deadline.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 n = tokio::time::timeout(limit, rd.read_buf(&mut buf)) => match n {
                     Ok(n) => if n? == 0 {
@@ -171,6 +191,34 @@ pub async fn serve(
         writer.abort();
     }
     result
+}
+
+/// The connection is ending without an error: shutdown, or the writer is gone.
+struct Stopped;
+
+/// Hands a response to the writer once there is room in the queue's byte budget (a
+/// response larger than the whole budget waits for an empty queue). A client that
+/// stops reading fills it; shutdown must not wait for that.
+async fn queue(
+    tx: &mpsc::Sender<Queued>,
+    budget: &Arc<Semaphore>,
+    stop: &mut broadcast::Receiver<()>,
+    response: Response,
+) -> Result<(), Stopped> {
+    let kib = u32::try_from(response.len().div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .min(QUEUED_RESPONSE_KIB);
+    let queued = tokio::select! {
+        permit = budget.clone().acquire_many_owned(kib) => match permit {
+            Ok(p) => Queued { response, _budget: Some(p) },
+            Err(_) => return Err(Stopped),
+        },
+        _ = stop.recv() => return Err(Stopped),
+    };
+    tokio::select! {
+        sent = tx.send(queued) => sent.map_err(|_| Stopped), // writer gone: the peer closed
+        _ = stop.recv() => Err(Stopped),
+    }
 }
 
 /// Counts a request in the metrics once its response is ready: now, or for a deferred
@@ -200,7 +248,7 @@ fn counted(
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
         if write_response(&mut wr, first.response).await.is_err() {
             return;
@@ -216,7 +264,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Queued>) {
 }
 
 /// Writes one response; a deferred one is awaited here, in its place in the order.
-async fn write_response(wr: &mut OwnedWriteHalf, response: Response) -> io::Result<()> {
+async fn write_response<W: AsyncWrite + Unpin>(wr: &mut W, response: Response) -> io::Result<()> {
     let response = match response {
         Response::Deferred(pending) => match pending.await {
             Ok(Some(r)) => r,

@@ -30,6 +30,12 @@ pub enum BrokerError {
     AcksZeroFailure,
     #[error("bad listener address {0}")]
     Address(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A TLS setting that cannot be used (unreadable PEM, missing CA), or a handshake
+    /// that failed or timed out.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl BrokerError {

@@ -156,3 +156,36 @@ impl Host<Coordinator> {
         self.read(|c| c.partition_for(group))
     }
 }
+
+/// Rebuilds a per-item answer in request order when only some items went to the
+/// coordinator (the others refused by authorization, answered by the broker):
+/// `allowed[i]` says whether item `i` was sent, `answered` holds the coordinator's
+/// answers to the sent items in their order, `refused` the broker's to the others.
+/// The coordinator answers every item it is given in order, so this puts each answer
+/// back at its request position.
+pub fn interleave<T>(allowed: &[bool], answered: Vec<T>, refused: Vec<T>) -> Vec<T> {
+    let mut answered = answered.into_iter();
+    let mut refused = refused.into_iter();
+    let mut out: Vec<T> = allowed
+        .iter()
+        .filter_map(|ok| if *ok { answered.next() } else { refused.next() })
+        .collect();
+    // Nothing is dropped should the counts ever disagree.
+    out.extend(answered);
+    out.extend(refused);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleave;
+
+    #[test]
+    fn interleave_restores_request_order() {
+        let allowed = [false, true, true, false, true];
+        let got = interleave(&allowed, vec!["a1", "a2", "a3"], vec!["r1", "r2"]);
+        assert_eq!(got, vec!["r1", "a1", "a2", "r2", "a3"]);
+        assert_eq!(interleave(&[true, true], vec![1, 2], vec![]), vec![1, 2]);
+        assert_eq!(interleave(&[false], vec![], vec![7]), vec![7]);
+    }
+}

@@ -5,6 +5,7 @@
 //! each `partition`'s log from `sluice-storage`; `groups` runs the group coordinator of
 //! `sluice-group` over the `__consumer_offsets` topic.
 
+pub mod access;
 pub mod admin;
 pub mod broker;
 pub mod cluster;
@@ -26,7 +27,11 @@ pub mod partition;
 pub mod producer_ids;
 pub mod replicas;
 pub mod router;
+pub mod scram_bootstrap;
+pub mod security;
 pub mod server;
+pub mod session;
+pub mod tls;
 pub mod topic_config;
 pub mod topic_store;
 pub mod topics;

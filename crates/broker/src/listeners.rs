@@ -4,11 +4,13 @@
 //!
 //! Clients get the endpoints of the listener their request came in on, so a client
 //! outside a container network and a broker inside it each learn addresses they can
-//! reach. Every listener speaks PLAINTEXT until security protocols arrive.
+//! reach. Each listener speaks its own security protocol
+//! (`listener.security.protocol.map`, see `security`).
 
 use std::net::SocketAddr;
 
 use crate::error::BrokerError;
+use crate::security::SecurityProtocol;
 
 /// One listener as configured: its name, the address it binds, and what it advertises
 /// (`None`: the bound address, with the host name in place of a wildcard).
@@ -29,6 +31,7 @@ pub struct Listener {
     pub bound: SocketAddr,
     pub host: String,
     pub port: i32,
+    pub security: SecurityProtocol,
 }
 
 /// Parses `NAME://host:port[,NAME://host:port...]` (Kafka's list syntax; names are
@@ -112,6 +115,7 @@ pub fn resolve(
     config: &ListenerConfig,
     bound: SocketAddr,
     hostname: Option<String>,
+    security: SecurityProtocol,
 ) -> Result<Listener, BrokerError> {
     let (host, port) = split_host_port(config.advertise.as_deref().unwrap_or(&config.bind))?;
     let host = if host == "0.0.0.0" || host == "::" {
@@ -129,6 +133,7 @@ pub fn resolve(
         bound,
         host,
         port,
+        security,
     })
 }
 
@@ -197,7 +202,15 @@ mod tests {
     #[test]
     fn advertised_endpoints() {
         let bound: SocketAddr = "10.0.0.5:40000".parse().unwrap();
-        let r = |c: ListenerConfig| resolve(&c, bound, Some("node-1".into())).unwrap();
+        let r = |c: ListenerConfig| {
+            resolve(
+                &c,
+                bound,
+                Some("node-1".into()),
+                SecurityProtocol::Plaintext,
+            )
+            .unwrap()
+        };
         assert_eq!(
             (
                 r(l("A", "0.0.0.0:0", None)).host,

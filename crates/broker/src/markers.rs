@@ -144,7 +144,16 @@ async fn call(
                 return Err(());
             };
             let client_id = format!("sluice-txn-markers-{}", broker.config.node_id);
-            match KafkaConnection::connect(&addr, client_id, MAX_RESPONSE, CONNECT_TIMEOUT).await {
+            let security = &broker.replicas.inter_broker_security;
+            match KafkaConnection::connect(
+                &addr,
+                client_id,
+                MAX_RESPONSE,
+                CONNECT_TIMEOUT,
+                security,
+            )
+            .await
+            {
                 Ok(c) => slot.insert(c),
                 Err(e) => {
                     debug!(leader, error = %e, "cannot reach the leader for markers");

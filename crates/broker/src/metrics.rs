@@ -92,6 +92,10 @@ pub struct Metrics {
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
     pub connections: Gauge,
+    /// SASL outcomes, as Kafka's `successful-authentication-total` and friends.
+    pub authentications: Counter,
+    pub failed_authentications: Counter,
+    pub reauthentications: Counter,
 }
 
 impl Default for Metrics {
@@ -148,12 +152,33 @@ impl Metrics {
             "Open client connections on the Kafka listeners",
             connections.clone(),
         );
+        let authentications = Counter::default();
+        let failed_authentications = Counter::default();
+        let reauthentications = Counter::default();
+        registry.register(
+            "successful_authentication",
+            "SASL authentications that succeeded (re-authentications not included)",
+            authentications.clone(),
+        );
+        registry.register(
+            "failed_authentication",
+            "SASL authentications that failed (the connection was closed)",
+            failed_authentications.clone(),
+        );
+        registry.register(
+            "successful_reauthentication",
+            "SASL re-authentications (KIP-368) that succeeded",
+            reauthentications.clone(),
+        );
         Self {
             registry,
             apis,
             isr_shrinks,
             isr_expands,
             connections,
+            authentications,
+            failed_authentications,
+            reauthentications,
         }
     }
 

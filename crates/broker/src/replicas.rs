@@ -13,15 +13,18 @@ use sluice_controller::{
     IsrMember, MetadataImage, MetadataRecord, MetadataResponse, PartitionChange,
 };
 use sluice_protocol::codec::Uuid;
+use sluice_replication::client::{ClientSecurity, ClientTls};
 use sluice_replication::fetcher::{FetchTarget, FetcherConfig, FetcherManager};
 use sluice_replication::IsrProposal;
 use tokio::sync::{broadcast, mpsc};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::broker::{now_ms, Broker};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::partition::Partition;
+use crate::security::protocol_of;
+use crate::tls;
 use crate::topics::Topics;
 
 /// An ISR change a leader asks for, with what names the partition.
@@ -38,11 +41,49 @@ pub struct ReplicaService {
     node: i32,
     inter_broker_listener: String,
     fetchers: FetcherManager,
+    /// How this broker connects to other brokers' inter-broker listener (TLS, SASL).
+    pub inter_broker_security: ClientSecurity,
     /// This broker's registration epoch (sent in its fetches).
     broker_epoch: Arc<AtomicI64>,
     lag_time_max_ms: i64,
     proposals: mpsc::UnboundedSender<Proposal>,
     pending: Mutex<Option<mpsc::UnboundedReceiver<Proposal>>>,
+}
+
+/// What connecting to the inter-broker listener takes, as that listener speaks: TLS
+/// (presenting this broker's certificate, whose subject is then the broker's principal
+/// on a listener that asks for client certificates) and/or a SASL login with the
+/// broker's own user (`--inter-broker-sasl-*`). Either way the principal needs
+/// ClusterAction (typically a super user) once an authorizer is on.
+fn inter_broker_security(config: &BrokerConfig) -> Result<ClientSecurity, BrokerError> {
+    let listener = &config.inter_broker_listener;
+    let protocol = protocol_of(listener, &config.security.protocol_map)?;
+    let sasl = if protocol.uses_sasl() {
+        let login = config.security.inter_broker_sasl.clone();
+        // A node alone never connects to another broker.
+        if login.is_none() && config.cluster.voters.len() > 1 {
+            warn!(
+                listener = %listener,
+                "the inter-broker listener speaks SASL but no --inter-broker-sasl-username is set: this broker cannot fetch from other brokers"
+            );
+        }
+        login
+    } else {
+        None
+    };
+    let tls = if protocol.uses_tls() {
+        let settings = config.security.tls.as_ref().ok_or_else(|| {
+            BrokerError::Config(format!(
+                "the inter-broker listener {listener} speaks {protocol}: --ssl-certificate-location and --ssl-key-location are needed"
+            ))
+        })?;
+        Some(ClientTls {
+            config: tls::client_config(settings)?,
+        })
+    } else {
+        None
+    };
+    Ok(ClientSecurity { tls, sasl })
 }
 
 impl ReplicaService {
@@ -55,12 +96,15 @@ impl ReplicaService {
         fc.backoff = Duration::from_millis(r.fetch_backoff_ms);
         fc.partition_max_bytes = r.fetch_max_bytes;
         fc.max_bytes = r.fetch_response_max_bytes;
+        let inter_broker_security = inter_broker_security(config)?;
+        fc.security = inter_broker_security.clone();
         let fetchers = FetcherManager::new(fc).map_err(|e| BrokerError::Metadata(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Self {
             node: config.node_id,
             inter_broker_listener: config.inter_broker_listener.clone(),
             fetchers,
+            inter_broker_security,
             broker_epoch,
             lag_time_max_ms: i64::try_from(r.lag_time_max_ms).unwrap_or(i64::MAX),
             proposals: tx,

@@ -10,6 +10,7 @@
 //! unknown version (with v0 and UNSUPPORTED_VERSION) so clients can negotiate.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -21,12 +22,14 @@ use sluice_protocol::frame::{
 };
 use tracing::{debug, Instrument};
 
+use sluice_auth::principal::Principal;
 use sluice_group::ClientInfo;
 
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::handlers::produce::Appended;
 use crate::handlers::{self, supported_versions};
+use crate::session::Session;
 
 /// A response completed later (an acks=all Produce waiting for the high watermark);
 /// the writer awaits it in its place, so responses keep their order. `Err` closes the
@@ -77,9 +80,23 @@ impl Response {
 pub struct ConnectionInfo {
     /// The peer's address as group members are described ("/127.0.0.1").
     pub client_host: String,
+    /// The peer's address, as ACLs name hosts.
+    pub peer_ip: IpAddr,
     /// Index of the listener (in `Broker::listeners`) the connection was accepted on:
     /// Metadata and FindCoordinator answer with that listener's endpoints.
     pub listener: usize,
+    /// Who the connection authenticated as (`User:ANONYMOUS` on PLAINTEXT).
+    pub principal: Arc<Principal>,
+}
+
+impl ConnectionInfo {
+    /// Takes the session's principal after a SASL step (authentication or
+    /// re-authentication) if it changed.
+    pub fn update_principal(&mut self, session: &Session) {
+        if *self.principal != *session.principal() {
+            self.principal = Arc::new(session.principal().clone());
+        }
+    }
 }
 
 /// Handles one frame; `Ok(None)` means the request gets no response (Produce acks=0).
@@ -106,24 +123,9 @@ fn unsupported(header: &ParsedHeader) -> BrokerError {
     }
 }
 
-/// Runs an admin handler on the blocking pool: they create, delete and fsync files
-/// (and partitions by the thousand), which must not stall the async threads that every
-/// other connection shares.
-async fn off_runtime<Req, Resp>(
-    broker: &Arc<Broker>,
-    req: Req,
-    version: i16,
-    handler: fn(&Arc<Broker>, Req, i16) -> Resp,
-) -> Result<Resp, BrokerError>
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-{
-    let b = broker.clone();
-    blocking(move || handler(&b, req, version)).await
-}
-
-/// Runs `f` on the blocking pool.
+/// Runs `f` on the blocking pool: admin handlers create, delete and fsync files (and
+/// partitions by the thousand), which must not stall the async threads that every other
+/// connection shares.
 async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, BrokerError> {
@@ -176,23 +178,25 @@ async fn dispatch(
     match api {
         ApiKey::Metadata => {
             let req = decode(&mut body, v)?;
-            let (b, listener) = (b.clone(), conn.listener);
-            let resp = blocking(move || handlers::metadata::handle(&b, req, v, listener)).await?;
+            let (b, conn) = (b.clone(), conn.clone());
+            let resp = blocking(move || handlers::metadata::handle(&b, &conn, req, v)).await?;
             respond(api, &header, &resp)
         }
-        ApiKey::Produce => match handlers::produce::append_all(b, decode(&mut body, v)?, v)? {
-            Appended::Ready(Some(resp)) => respond(api, &header, &resp),
-            Appended::Ready(None) => Ok(None),
-            Appended::Waiting(waiting) => {
-                let header = header.clone();
-                Ok(Some(Response::Deferred(Box::pin(async move {
-                    let resp = waiting.complete().await;
-                    respond(api, &header, &resp)
-                }))))
+        ApiKey::Produce => {
+            match handlers::produce::append_all(b, conn, decode(&mut body, v)?, v)? {
+                Appended::Ready(Some(resp)) => respond(api, &header, &resp),
+                Appended::Ready(None) => Ok(None),
+                Appended::Waiting(waiting) => {
+                    let header = header.clone();
+                    Ok(Some(Response::Deferred(Box::pin(async move {
+                        let resp = waiting.complete().await;
+                        respond(api, &header, &resp)
+                    }))))
+                }
             }
-        },
+        }
         ApiKey::Fetch => {
-            let resp = handlers::fetch::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::fetch::handle(b, conn, decode(&mut body, v)?, v).await;
             Ok(Some(Response::Segments(encode_response_segments(
                 header.correlation_id,
                 api.response_header_version(v),
@@ -203,70 +207,46 @@ async fn dispatch(
         ApiKey::ListOffsets => respond(
             api,
             &header,
-            &handlers::list_offsets::handle(b, decode(&mut body, v)?, v),
+            &handlers::list_offsets::handle(b, conn, decode(&mut body, v)?, v),
         ),
-        ApiKey::CreateTopics => respond(
-            api,
-            &header,
-            &off_runtime(b, decode(&mut body, v)?, v, handlers::create_topics::handle).await?,
-        ),
-        ApiKey::DeleteTopics => respond(
-            api,
-            &header,
-            &off_runtime(b, decode(&mut body, v)?, v, handlers::delete_topics::handle).await?,
-        ),
-        ApiKey::CreatePartitions => respond(
-            api,
-            &header,
-            &off_runtime(
-                b,
-                decode(&mut body, v)?,
-                v,
-                handlers::create_partitions::handle,
-            )
-            .await?,
-        ),
+        ApiKey::CreateTopics => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::create_topics::handle(&b, &conn, req, v)).await?
+        }),
+        ApiKey::DeleteTopics => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::delete_topics::handle(&b, &conn, req, v)).await?
+        }),
+        ApiKey::CreatePartitions => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::create_partitions::handle(&b, &conn, req, v)).await?
+        }),
         ApiKey::DescribeConfigs => respond(
             api,
             &header,
-            &handlers::describe_configs::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_configs::handle(b, conn, decode(&mut body, v)?, v),
         ),
-        ApiKey::AlterConfigs => respond(
-            api,
-            &header,
-            &off_runtime(b, decode(&mut body, v)?, v, handlers::alter_configs::handle).await?,
-        ),
-        ApiKey::IncrementalAlterConfigs => respond(
-            api,
-            &header,
-            &off_runtime(
-                b,
-                decode(&mut body, v)?,
-                v,
-                handlers::incremental_alter_configs::handle,
-            )
-            .await?,
-        ),
+        ApiKey::AlterConfigs => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::alter_configs::handle(&b, &conn, req, v)).await?
+        }),
+        ApiKey::IncrementalAlterConfigs => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::incremental_alter_configs::handle(&b, &conn, req, v)).await?
+        }),
         ApiKey::DescribeCluster => respond(
             api,
             &header,
-            &handlers::describe_cluster::handle(b, decode(&mut body, v)?, v, conn.listener),
+            &handlers::describe_cluster::handle(b, conn, decode(&mut body, v)?, v),
         ),
-        ApiKey::DeleteRecords => respond(
-            api,
-            &header,
-            &off_runtime(
-                b,
-                decode(&mut body, v)?,
-                v,
-                handlers::delete_records::handle,
-            )
-            .await?,
-        ),
+        ApiKey::DeleteRecords => respond(api, &header, &{
+            let (b, conn, req) = (b.clone(), conn.clone(), decode(&mut body, v)?);
+            blocking(move || handlers::delete_records::handle(&b, &conn, req, v)).await?
+        }),
         ApiKey::OffsetForLeaderEpoch => respond(
             api,
             &header,
-            &handlers::offset_for_leader_epoch::handle(b, decode(&mut body, v)?, v),
+            &handlers::offset_for_leader_epoch::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::FindCoordinator => respond(
             api,
@@ -274,8 +254,8 @@ async fn dispatch(
             // The first lookup of a group creates __consumer_offsets: files, so off
             // the async threads.
             &{
-                let (b, req, listener) = (b.clone(), decode(&mut body, v)?, conn.listener);
-                blocking(move || handlers::find_coordinator::handle(&b, req, v, listener)).await?
+                let (b, req, conn) = (b.clone(), decode(&mut body, v)?, conn.clone());
+                blocking(move || handlers::find_coordinator::handle(&b, &conn, req, v)).await?
             },
         ),
         ApiKey::JoinGroup => {
@@ -283,107 +263,136 @@ async fn dispatch(
                 client_id: header.client_id.clone().unwrap_or_default(),
                 client_host: conn.client_host.clone(),
             };
-            let resp = handlers::join_group::handle(b, decode(&mut body, v)?, v, client).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::join_group::handle(b, conn, req, v, client).await;
             respond(api, &header, &resp)
         }
         ApiKey::SyncGroup => {
-            let resp = handlers::sync_group::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::sync_group::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::Heartbeat => respond(
             api,
             &header,
-            &handlers::heartbeat::handle(b, decode(&mut body, v)?, v),
+            &handlers::heartbeat::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::LeaveGroup => respond(
             api,
             &header,
-            &handlers::leave_group::handle(b, decode(&mut body, v)?, v),
+            &handlers::leave_group::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::OffsetCommit => {
-            let resp = handlers::offset_commit::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::offset_commit::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::OffsetFetch => respond(
             api,
             &header,
-            &handlers::offset_fetch::handle(b, decode(&mut body, v)?, v),
+            &handlers::offset_fetch::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::OffsetDelete => {
-            let resp = handlers::offset_delete::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::offset_delete::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::DescribeGroups => respond(
             api,
             &header,
-            &handlers::describe_groups::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_groups::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::ListGroups => respond(
             api,
             &header,
-            &handlers::list_groups::handle(b, decode(&mut body, v)?, v),
+            &handlers::list_groups::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::DeleteGroups => {
-            let resp = handlers::delete_groups::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::delete_groups::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::InitProducerId => {
-            let resp = handlers::init_producer_id::handle(b, decode(&mut body, v)?, v).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::init_producer_id::handle(b, conn, req, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::AddPartitionsToTxn => {
-            let resp = handlers::add_partitions_to_txn::handle(b, decode(&mut body, v)?, v).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::add_partitions_to_txn::handle(b, conn, req, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::AddOffsetsToTxn => {
-            let resp = handlers::add_offsets_to_txn::handle(b, decode(&mut body, v)?, v).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::add_offsets_to_txn::handle(b, conn, req, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::DescribeProducers => respond(
             api,
             &header,
-            &handlers::describe_producers::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_producers::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::DescribeTransactions => respond(
             api,
             &header,
-            &handlers::describe_transactions::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_transactions::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::ListTransactions => respond(
             api,
             &header,
-            &handlers::list_transactions::handle(b, decode(&mut body, v)?, v),
+            &handlers::list_transactions::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::TxnOffsetCommit => {
-            let resp = handlers::txn_offset_commit::handle(b, decode(&mut body, v)?, v).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::txn_offset_commit::handle(b, conn, req, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::EndTxn => {
-            let resp = handlers::end_txn::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::end_txn::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::WriteTxnMarkers => {
-            let resp = handlers::write_txn_markers::handle(b, decode(&mut body, v)?, v).await;
+            let req = decode(&mut body, v)?;
+            let resp = handlers::write_txn_markers::handle_request(b, conn, req, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::DescribeQuorum => respond(
             api,
             &header,
-            &handlers::describe_quorum::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_quorum::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::DescribeLogDirs => respond(
             api,
             &header,
-            &handlers::describe_log_dirs::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_log_dirs::handle(b, conn, decode(&mut body, v)?, v),
         ),
         ApiKey::ElectLeaders => {
-            let resp = handlers::elect_leaders::handle(b, decode(&mut body, v)?, v).await;
+            let resp = handlers::elect_leaders::handle(b, conn, decode(&mut body, v)?, v).await;
             respond(api, &header, &resp)
         }
         ApiKey::DescribeTopicPartitions => respond(
             api,
             &header,
-            &handlers::describe_topic_partitions::handle(b, decode(&mut body, v)?, v),
+            &handlers::describe_topic_partitions::handle(b, conn, decode(&mut body, v)?, v),
+        ),
+        ApiKey::CreateAcls => {
+            let resp = handlers::create_acls::handle(b, conn, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::DescribeAcls => respond(
+            api,
+            &header,
+            &handlers::describe_acls::handle(b, conn, decode(&mut body, v)?, v),
+        ),
+        ApiKey::DeleteAcls => {
+            let resp = handlers::delete_acls::handle(b, conn, decode(&mut body, v)?, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let req = decode(&mut body, v)?;
+            let resp = handlers::alter_user_scram_credentials::handle(b, conn, req, v).await;
+            respond(api, &header, &resp)
+        }
+        ApiKey::DescribeUserScramCredentials => respond(
+            api,
+            &header,
+            &handlers::describe_user_scram_credentials::handle(b, conn, decode(&mut body, v)?, v),
         ),
         _ => Err(unsupported(&header)),
     }

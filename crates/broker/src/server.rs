@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -18,6 +19,10 @@ use crate::groups::GroupService;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::replicas::ReplicaService;
+use crate::scram_bootstrap;
+use crate::security::{protocol_of, SecurityProtocol};
+use crate::session::Session;
+use crate::tls::TlsServer;
 use crate::topic_store::load_or_init_identity;
 use crate::txns::TxnService;
 
@@ -96,6 +101,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let metrics = Arc::new(Metrics::new());
     // First, so that liveness answers while the node waits for its quorum.
     let http = start_http(&config, &metrics).await?;
+    let tls = tls_server(&config)?;
     let mut bound = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(&l.bind)
@@ -113,8 +119,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let data_dir = config.data_dir.clone();
     let node_id = config.node_id;
     let expected = bootstrap::expected_cluster_id(&config.cluster);
+    let bootstrap_scram = config.security.bootstrap_scram.clone();
     let cluster_id = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&data_dir).map_err(|e| BrokerError::io(&data_dir, e))?;
+        if !bootstrap_scram.is_empty() {
+            scram_bootstrap::add(&data_dir, &bootstrap_scram)?;
+        }
         load_or_init_identity(&data_dir, node_id, expected.as_deref())
     })
     .await
@@ -133,9 +143,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
         .await
         .map_err(|e| BrokerError::Address(format!("{rpc_bind} (controller RPC): {e}")))?;
     let cluster = Arc::new(
-        Cluster::start(
+        Cluster::start_with_tls(
             node_id,
             &config.cluster,
+            config.security.tls.as_ref(),
             &config.data_dir.join(CONTROLLER_DIR),
             rpc_listener,
         )
@@ -159,6 +170,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     cluster
         .migrate_legacy_topics(&broker.config.data_dir)
         .await?;
+    scram_bootstrap::apply(&cluster, &broker.config.data_dir).await?;
     // Only now is the image known to hold every topic that existed before this start
     // (the controller unfences a broker once it has caught up): directories of topics
     // deleted meanwhile, or of an interrupted delete, can go. Before this point a
@@ -207,6 +219,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningServer, BrokerError> {
     let task = tokio::spawn(connection_loop(
         accepted_rx,
         acceptors,
+        tls,
         broker.clone(),
         shutdown.clone(),
         background,
@@ -246,6 +259,7 @@ async fn accept(
 async fn connection_loop(
     mut accepted: mpsc::Receiver<(TcpStream, SocketAddr, usize)>,
     acceptors: Vec<tokio::task::JoinHandle<()>>,
+    tls: Option<Arc<TlsServer>>,
     broker: Arc<Broker>,
     shutdown: broadcast::Sender<()>,
     background: tokio::task::JoinHandle<()>,
@@ -285,10 +299,11 @@ async fn connection_loop(
                 let stop = shutdown.subscribe();
                 let name = broker.listeners.get(listener).map(|l| l.name.clone()).unwrap_or_default();
                 let span = tracing::info_span!("conn", %peer, listener = %name);
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let metrics = broker.metrics.clone();
                     metrics.connections.inc();
-                    if let Err(e) = connection::serve(broker, socket, listener, stop).await {
+                    if let Err(e) = serve_accepted(broker, socket, peer, listener, tls, stop).await {
                         debug!(error = %e, "connection closed with error");
                     }
                     metrics.connections.dec();
@@ -308,4 +323,60 @@ async fn connection_loop(
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.close()).await;
     info!("sluice stopped");
+}
+
+/// The listeners' TLS, if any listener speaks SSL or SASL_SSL (which then needs the
+/// `ssl.*` settings).
+fn tls_server(config: &BrokerConfig) -> Result<Option<Arc<TlsServer>>, BrokerError> {
+    let mut needed = None;
+    for l in &config.listeners {
+        if protocol_of(&l.name, &config.security.protocol_map)?.uses_tls() {
+            needed = Some(l.name.clone());
+        }
+    }
+    let Some(listener) = needed else {
+        return Ok(None);
+    };
+    let settings = config.security.tls.as_ref().ok_or_else(|| {
+        BrokerError::Config(format!(
+            "listener {listener} uses TLS: a certificate and key are needed (--ssl-certificate-location, --ssl-key-location)"
+        ))
+    })?;
+    Ok(Some(Arc::new(TlsServer::new(settings)?)))
+}
+
+/// Runs one accepted connection: the TLS handshake first on an SSL or SASL_SSL
+/// listener (within the authentication timeout), then the Kafka protocol.
+async fn serve_accepted(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    tls: Option<Arc<TlsServer>>,
+    mut stop: broadcast::Receiver<()>,
+) -> Result<(), BrokerError> {
+    let protocol = broker
+        .listeners
+        .get(listener)
+        .map_or(SecurityProtocol::Plaintext, |l| l.security);
+    if !protocol.uses_tls() {
+        let session = Session::new(protocol, None);
+        return connection::serve(broker, socket.into_split(), peer, listener, session, stop).await;
+    }
+    let tls = tls.ok_or_else(|| BrokerError::Config("TLS listener without TLS settings".into()))?;
+    let timeout = Duration::from_millis(broker.config.security.authentication_timeout_ms);
+    let (stream, principal) = tokio::select! {
+        r = tls.accept(socket, timeout) => r?,
+        _ = stop.recv() => return Ok(()),
+    };
+    let session = Session::new(protocol, principal);
+    connection::serve(
+        broker,
+        tokio::io::split(stream),
+        peer,
+        listener,
+        session,
+        stop,
+    )
+    .await
 }

@@ -6,7 +6,8 @@
 //! (NOT_CONTROLLER's leader, or in combined mode the leader its own controller node
 //! learns of, else the voters in turn with a short backoff), registers again
 //! when its registration is gone or stale, and runs controlled shutdown. Its view is
-//! published as a [`BrokerStatus`] watch.
+//! published as a [`BrokerStatus`] watch. With [`BrokerClientConfig::tls`] it talks to the
+//! controllers over mutual TLS.
 //!
 //! Since the stream ending tells the active controller the broker's connection is lost
 //! (fenced after the loss grace unless it heartbeats again), the client reconnects at once
@@ -21,10 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::image::BrokerEndpoint;
 use crate::proto::pb;
+use crate::rpc_tls::{self, RpcTls};
 use crate::types::{ControllerNode, NodeId};
 use openraft::RaftMetrics;
 
@@ -62,6 +64,9 @@ pub struct BrokerClientConfig {
     /// `rpc_timeout` on its silent stream would let the new controller's session
     /// timeout fence every broker.
     pub local_raft: Option<watch::Receiver<RaftMetrics<NodeId, ControllerNode>>>,
+    /// Mutual TLS towards the controllers (their RPC port requires a certificate from the
+    /// CA when it runs TLS); `None`: plain `http://`.
+    pub tls: Option<RpcTls>,
 }
 
 impl BrokerClientConfig {
@@ -84,6 +89,7 @@ impl BrokerClientConfig {
             connect_timeout: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(2),
             local_raft: None,
+            tls: None,
         }
     }
 }
@@ -373,7 +379,7 @@ impl Task {
     }
 
     async fn connect(&self, addr: &str) -> Result<Channel, BrokerClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = rpc_tls::endpoint(addr, self.config.tls.as_ref())
             .map_err(|source| BrokerClientError::BadAddress {
                 addr: addr.to_owned(),
                 source,

@@ -1,6 +1,6 @@
 //! One controller node put together: the sled stores, the `openraft::Raft` instance, the
-//! broker lifecycle task, and the tonic server for its Raft and lifecycle RPCs, started
-//! and stopped as a unit.
+//! broker lifecycle task, and the tonic server for its Raft and lifecycle RPCs (over
+//! mutual TLS when [`ControllerConfig::tls`] is set), started and stopped as a unit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use crate::error::ControllerError;
 use crate::forward::MetadataWriterService;
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::network::{LinkFilter, NetworkFactory};
+use crate::rpc_tls::{error_chain, RpcTls};
 use crate::server::{LifecycleService, RaftService};
 use crate::store::{self, MetadataReader};
 use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
@@ -42,6 +43,10 @@ pub struct ControllerConfig {
     /// Fault injection for tests: Raft RPCs over links this filter cuts fail at once.
     /// `None` (the default) in production.
     pub link_filter: Option<LinkFilter>,
+    /// Mutual TLS on the RPC port: the server requires a client certificate from the CA
+    /// and every Raft call to a peer goes over `https://` with this node's certificate.
+    /// `None` (the default): plain `http://`.
+    pub tls: Option<RpcTls>,
 }
 
 impl ControllerConfig {
@@ -61,6 +66,7 @@ impl ControllerConfig {
             rpc_timeout: Duration::from_secs(2),
             lifecycle: LifecycleConfig::default(),
             link_filter: None,
+            tls: None,
         }
     }
 }
@@ -89,12 +95,23 @@ impl Controller {
             .clone()
             .validate()
             .map_err(|e| ControllerError::Config(e.to_string()))?;
+        // Before anything starts: TLS material that does not load must not leave a Raft
+        // node running that no peer can reach.
+        let mut server_builder = Server::builder();
+        if let Some(tls) = &config.tls {
+            server_builder = server_builder
+                .tls_config(tls.server_config())
+                .map_err(|e| {
+                    ControllerError::Config(format!("controller RPC TLS: {}", error_chain(&e)))
+                })?;
+        }
         let db = store::open_db(&config.data_dir)?;
         let (log_store, state_machine) = store::open_stores(&db)?;
         let metadata = state_machine.reader();
         let network =
             NetworkFactory::new(config.node_id, config.connect_timeout, config.rpc_timeout)
                 .with_link_filter(config.link_filter.clone())
+                .with_tls(config.tls.clone())
                 .with_retry_interval(Duration::from_millis(raft_config.heartbeat_interval));
         let raft = Raft::new(
             config.node_id,
@@ -120,7 +137,7 @@ impl Controller {
         let lifecycle_service = LifecycleService::new(lifecycle.clone()).into_server();
         let writer_service = MetadataWriterService::new(raft.clone()).into_server();
         let server = tokio::spawn(
-            Server::builder()
+            server_builder
                 .add_service(service)
                 .add_service(lifecycle_service)
                 .add_service(writer_service)
@@ -128,7 +145,12 @@ impl Controller {
                     let _ = stopped.await;
                 }),
         );
-        tracing::info!(node_id = config.node_id, %rpc_addr, "controller started");
+        tracing::info!(
+            node_id = config.node_id,
+            %rpc_addr,
+            tls = config.tls.is_some(),
+            "controller started"
+        );
         Ok(Self {
             node_id: config.node_id,
             raft,

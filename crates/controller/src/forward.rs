@@ -2,6 +2,7 @@
 //! through its own Raft if it leads, and otherwise sends it to the leader's
 //! `MetadataWriter` service, following leader changes until the write commits or the
 //! caller's deadline passes. Also how a node outside `--voters` asks to join as a learner.
+//! With [`MetadataClient::with_tls`] the calls to the leader go over mutual TLS.
 //!
 //! A retry after an ambiguous failure (a timeout after the record was sent) may append
 //! the record twice; every record the broker forwards is safe to apply twice or is
@@ -9,16 +10,18 @@
 //! caller's own topic ID, a partition count already reached), so retries are safe.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::proto::{self, pb};
+use crate::rpc_tls::{self, RpcTls};
 use crate::types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};
 
 /// Pause before retrying when no leader is known or the leader could not be reached.
@@ -154,7 +157,9 @@ pub struct MetadataClient {
     /// Where to look for the leader when this node knows none (a fresh learner, or a
     /// voter before the first election): the `--voters` addresses.
     voters: Vec<String>,
-    routing: std::sync::Arc<parking_lot::Mutex<Routing>>,
+    /// Mutual TLS towards the leader; `None`: plain `http://`.
+    tls: Option<Arc<RpcTls>>,
+    routing: Arc<parking_lot::Mutex<Routing>>,
 }
 
 #[derive(Default)]
@@ -192,8 +197,18 @@ impl MetadataClient {
             connect_timeout,
             rpc_timeout,
             voters,
+            tls: None,
             routing: Default::default(),
         }
+    }
+
+    /// Sends the writes to the leader over `https://` with this node's certificate (the
+    /// controllers' RPC port requires one when it runs TLS); `None` keeps `http://`.
+    pub fn with_tls(mut self, tls: Option<RpcTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        // Channels made before were for the other scheme.
+        self.routing = Default::default();
+        self
     }
 
     /// Appends `record` through the leader and returns once it is committed and applied
@@ -270,8 +285,12 @@ impl MetadataClient {
                 other => other,
             });
         }
-        // A leader change shows in the metrics: retry as soon as one does.
+        // A leader change shows in the metrics: retry as soon as one does. A new receiver
+        // counts every change since Raft started as unseen, so mark the current value
+        // seen first; otherwise `changed` returns at once and a peer that fails fast
+        // (refused connection, failed TLS handshake) is retried in a busy loop.
         let mut metrics = self.raft.metrics();
+        metrics.borrow_and_update();
         let wait = RETRY_BACKOFF.min(deadline - now);
         let _ = tokio::time::timeout(wait, metrics.changed()).await;
         Ok(())
@@ -309,8 +328,13 @@ impl MetadataClient {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ForwardError::Unavailable(format!("bad controller address {addr}: {e}")))?
+        let channel = rpc_tls::endpoint(addr, self.tls.as_deref())
+            .map_err(|e| {
+                ForwardError::Unavailable(format!(
+                    "bad controller address {addr}: {}",
+                    rpc_tls::error_chain(&e)
+                ))
+            })?
             .connect_timeout(self.connect_timeout)
             .timeout(self.rpc_timeout)
             .connect_lazy();

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sluice_auth::acl::AclSet;
+use sluice_auth::scram::{ScramCredential, ScramMechanism};
 
+use crate::security::{SecurityImage, StoredScramCredential};
 use crate::types::{MetadataRecord, MetadataResponse};
 
 /// The leader id of a partition that has none (Kafka's `-1`): it is offline.
@@ -152,6 +155,14 @@ pub enum RejectReason {
     },
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
+    #[error("invalid ACL {0}")]
+    InvalidAcl(String),
+    #[error("unsupported SCRAM mechanism {0}")]
+    UnsupportedScramMechanism(String),
+    #[error("unacceptable SCRAM credential for user {user:?}: {reason}")]
+    UnacceptableScramCredential { user: String, reason: String },
+    #[error("user {user:?} has no {mechanism} credential")]
+    UnknownScramCredential { user: String, mechanism: String },
 }
 
 /// The committed cluster metadata.
@@ -163,6 +174,9 @@ pub struct MetadataImage {
     next_producer_id: i64,
     /// The latest block each broker was given.
     producer_id_blocks: BTreeMap<i32, ProducerIdBlock>,
+    /// ACLs and SCRAM credentials; absent from snapshots taken before they existed.
+    #[serde(default)]
+    security: SecurityImage,
 }
 
 impl MetadataImage {
@@ -196,6 +210,26 @@ impl MetadataImage {
     /// The latest producer-id block `broker_id` was given.
     pub fn producer_id_block(&self, broker_id: i32) -> Option<&ProducerIdBlock> {
         self.producer_id_blocks.get(&broker_id)
+    }
+
+    /// The cluster's ACLs.
+    pub fn acls(&self) -> &AclSet {
+        self.security.acls()
+    }
+
+    /// `user`'s SCRAM credential for `mechanism`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<ScramCredential> {
+        self.security.scram_credential(user, mechanism)
+    }
+
+    /// Every user with a SCRAM credential, in name order, with its mechanisms and their
+    /// iteration counts.
+    pub fn scram_users(&self) -> impl Iterator<Item = (&str, Vec<(ScramMechanism, u32)>)> {
+        self.security.scram_users()
     }
 
     /// Whether `id` is registered and unfenced: only such a broker may become leader or
@@ -313,6 +347,28 @@ impl MetadataImage {
                 broker_id,
                 broker_epoch,
             } => return self.allocate_producer_ids(*broker_id, *broker_epoch),
+            MetadataRecord::CreateAcls { bindings } => self.security.create_acls(bindings)?,
+            MetadataRecord::RemoveAcls { bindings } => self.security.remove_acls(bindings),
+            MetadataRecord::UpsertScramCredential {
+                user,
+                mechanism,
+                salt,
+                iterations,
+                stored_key,
+                server_key,
+            } => self.security.upsert_scram(
+                user,
+                mechanism,
+                StoredScramCredential {
+                    salt: salt.clone(),
+                    iterations: *iterations,
+                    stored_key: stored_key.clone(),
+                    server_key: server_key.clone(),
+                },
+            )?,
+            MetadataRecord::DeleteScramCredential { user, mechanism } => {
+                self.security.delete_scram(user, mechanism)?
+            }
         }
         Ok(MetadataResponse::Applied)
     }

@@ -26,6 +26,8 @@ pub mod network;
 pub mod placement;
 pub mod probe;
 pub mod proto;
+pub mod rpc_tls;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod types;
@@ -43,5 +45,6 @@ pub use image::{
 };
 pub use lifecycle::{Lifecycle, LifecycleConfig, RebalanceConfig};
 pub use placement::{place, LiveBroker, PlacementError};
+pub use security::{SecurityImage, StoredScramCredential};
 pub use store::MetadataReader;
 pub use types::{ControllerNode, MetadataRecord, MetadataResponse, NodeId, TypeConfig};

@@ -1,5 +1,6 @@
 //! The Raft RPC client side: openraft's `RaftNetworkFactory` and `RaftNetwork` over tonic,
-//! one lazily connected channel per target node, every call bounded by a timeout.
+//! one lazily connected channel per target node (over mutual TLS when the node has
+//! [`RpcTls`]), every call bounded by a timeout.
 //!
 //! A [`LinkFilter`] injects network faults: it is consulted before every RPC, and a call
 //! over a link it has cut fails at once as `Unreachable`, as if the peer were down. It is
@@ -23,10 +24,11 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::proto::{self, pb};
+use crate::rpc_tls::{self, RpcTls};
 use crate::types::{ControllerNode, NodeId, TypeConfig};
 
 /// Fault injection for tests (and a future chaos mode): a set of cut directed links
@@ -97,6 +99,7 @@ pub struct NetworkFactory {
     rpc_timeout: Duration,
     retry_interval: Duration,
     link_filter: Option<LinkFilter>,
+    tls: Option<Arc<RpcTls>>,
 }
 
 impl NetworkFactory {
@@ -109,6 +112,7 @@ impl NetworkFactory {
             rpc_timeout,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             link_filter: None,
+            tls: None,
         }
     }
 
@@ -127,6 +131,13 @@ impl NetworkFactory {
         self.link_filter = filter;
         self
     }
+
+    /// Calls peers over `https://` with this node's certificate, checking theirs against
+    /// the CA and the host of their RPC address; `None` keeps plain `http://`.
+    pub fn with_tls(mut self, tls: Option<RpcTls>) -> Self {
+        self.tls = tls.map(Arc::new);
+        self
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -134,14 +145,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &ControllerNode) -> PeerClient {
         // The channel connects on first use and reconnects by itself after a failure.
-        let channel = Endpoint::from_shared(format!("http://{}", node.rpc_addr))
+        let channel = rpc_tls::endpoint(&node.rpc_addr, self.tls.as_deref())
             .map(|endpoint| {
                 endpoint
                     .connect_timeout(self.connect_timeout)
                     .timeout(self.rpc_timeout)
                     .connect_lazy()
             })
-            .map_err(|e| BadAddress(format!("{}: {e}", node.rpc_addr)));
+            .map_err(|e| BadAddress(format!("{}: {}", node.rpc_addr, rpc_tls::error_chain(&e))));
         PeerClient {
             node_id: self.node_id,
             target,
@@ -154,7 +165,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
-/// A target's address that does not parse as a URI authority.
+/// A target's address that does not parse as a URI authority (with TLS: or whose host is
+/// not a valid server name to check its certificate against).
 #[derive(Debug, thiserror::Error)]
 #[error("bad controller RPC address {0}")]
 pub struct BadAddress(String);

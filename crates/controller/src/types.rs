@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
+use sluice_auth::acl::AclBinding;
 
 use crate::image::{
     BrokerEndpoint, PartitionAssignment, PartitionChange, ProducerIdBlock, RejectReason,
@@ -92,6 +93,29 @@ pub enum MetadataRecord {
     /// The block is chosen when the record is applied, so two allocations proposed at
     /// once still get different blocks.
     AllocateProducerIds { broker_id: i32, broker_epoch: i64 },
+    /// Adds ACLs (Kafka's CreateAcls); those already present are no-ops. Rejected whole
+    /// if any binding fails [`AclBinding::validate`].
+    CreateAcls { bindings: Vec<AclBinding> },
+    /// Removes exactly these ACLs; absent ones are ignored. The broker resolves
+    /// DeleteAcls filters against its image into this list, so every node removes the
+    /// same bindings whatever it holds.
+    RemoveAcls { bindings: Vec<AclBinding> },
+    /// Sets a user's SCRAM credential for one mechanism (Kafka's
+    /// AlterUserScramCredentials upsertion, after the broker derived the keys from the
+    /// salted password it was sent). Neither the password nor the salted password is
+    /// ever stored.
+    UpsertScramCredential {
+        user: String,
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        mechanism: String,
+        salt: Vec<u8>,
+        iterations: u32,
+        /// H(ClientKey) and HMAC(SaltedPassword, "Server Key"): the hash's size each.
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+    },
+    /// Removes a user's SCRAM credential for one mechanism, which must exist.
+    DeleteScramCredential { user: String, mechanism: String },
 }
 
 /// The state machine's answer to one applied log entry.

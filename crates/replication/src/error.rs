@@ -16,6 +16,15 @@ pub enum ReplicationError {
         addr: String,
         source: std::io::Error,
     },
+    /// The TLS handshake failed: the certificate did not verify on either side, or the
+    /// peer is not a TLS listener.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: the host is not a valid TLS server name")]
+    ServerName(String),
     #[error("request to {0} timed out")]
     Timeout(String),
     #[error("encoding a request: {0}")]
@@ -32,12 +41,17 @@ pub enum ReplicationError {
     NotLeader,
     #[error("broker answered {0:?}")]
     Kafka(ErrorCode),
+    /// The SASL login on the connection failed (wrong credentials, mechanism not enabled).
+    #[error("SASL login to {addr} failed: {reason}")]
+    Sasl { addr: String, reason: String },
 }
 
 impl ReplicationError {
     /// Whether this error shows the peer's process gone rather than slow: the
     /// connection was refused, reset or closed. A timeout proves nothing (a paused
-    /// process or a lossy network looks the same), so it does not count.
+    /// process or a lossy network looks the same), so it does not count; nor does a
+    /// failed TLS handshake, as a peer refusing our certificate also closes the
+    /// connection, yet is alive.
     pub fn shows_peer_gone(&self) -> bool {
         use std::io::ErrorKind;
         match self {

@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::client::KafkaConnection;
+use crate::client::{ClientSecurity, KafkaConnection};
 use crate::error::ReplicationError;
 use crate::replica::Replica;
 
@@ -72,6 +72,9 @@ pub struct FetcherConfig {
     pub request_timeout: Duration,
     /// The largest response frame accepted.
     pub max_response_bytes: usize,
+    /// TLS and SASL for the connections to leaders, as their inter-broker listener
+    /// speaks (the default: plaintext).
+    pub security: ClientSecurity,
 }
 
 impl FetcherConfig {
@@ -87,6 +90,7 @@ impl FetcherConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 128 * 1024 * 1024,
+            security: ClientSecurity::default(),
         }
     }
 }
@@ -336,6 +340,7 @@ async fn run(shared: Arc<Shared>, config: Arc<FetcherConfig>) {
                     client_id.clone(),
                     config.max_response_bytes,
                     config.connect_timeout,
+                    &config.security,
                 )
                 .await
                 {

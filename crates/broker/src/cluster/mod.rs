@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use sluice_controller::broker_client::{BrokerClient, BrokerClientConfig, BrokerStatus};
+use sluice_controller::rpc_tls::RpcTls;
 use sluice_controller::{
     BrokerEndpoint, Controller, ControllerConfig, ForwardError, HeartbeatConfig, LifecycleConfig,
     MetadataClient, MetadataImage, MetadataReader, MetadataRecord, MetadataResponse, NodeId,
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
 use crate::error::BrokerError;
+use crate::tls::TlsSettings;
 use crate::topics::AdminError;
 
 pub use sync::SyncTarget;
@@ -40,6 +42,8 @@ pub struct Cluster {
     /// Voter id -> RPC address, as configured (or this node alone).
     voters: BTreeMap<u64, String>,
     rpc_addr: String,
+    /// Mutual TLS of the controller RPC port (`rpc_tls`), for the lifecycle client too.
+    rpc_tls: Option<RpcTls>,
     controller: Mutex<Option<Controller>>,
     raft: openraft::Raft<sluice_controller::TypeConfig>,
     reader: MetadataReader,
@@ -63,13 +67,29 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Starts this node's controller on `rpc_listener` (sled store under `dir`) and joins
-    /// or forms the quorum. Registration waits for [`Cluster::register`].
+    /// or forms the quorum. Registration waits for [`Cluster::register`]. Knows no
+    /// listener TLS settings, so a config with `rpc_tls` set fails: see
+    /// [`Cluster::start_with_tls`].
     pub async fn start(
         node_id: i32,
         config: &ClusterConfig,
         dir: &std::path::Path,
         rpc_listener: TcpListener,
     ) -> Result<Self, BrokerError> {
+        Self::start_with_tls(node_id, config, None, dir, rpc_listener).await
+    }
+
+    /// [`Cluster::start`] given the listeners' TLS settings (`security.tls`): with
+    /// `config.rpc_tls` the controller RPC port, and every client of it here, use mutual
+    /// TLS with their certificate, key and CA, read now.
+    pub async fn start_with_tls(
+        node_id: i32,
+        config: &ClusterConfig,
+        listener_tls: Option<&TlsSettings>,
+        dir: &std::path::Path,
+        rpc_listener: TcpListener,
+    ) -> Result<Self, BrokerError> {
+        let rpc_tls = controller_rpc_tls(config, listener_tls)?;
         let raft_node_id = u64::try_from(node_id).map_err(|_| {
             BrokerError::Metadata(format!("node id {node_id} must not be negative"))
         })?;
@@ -104,6 +124,7 @@ impl Cluster {
             },
             ..LifecycleConfig::default()
         };
+        ccfg.tls = rpc_tls.clone();
         let controller = Controller::start(ccfg, rpc_listener)
             .await
             .map_err(|e| BrokerError::Metadata(format!("starting the controller: {e}")))?;
@@ -120,7 +141,8 @@ impl Cluster {
             voters.values().cloned().collect(),
             Duration::from_secs(1),
             Duration::from_secs(5),
-        );
+        )
+        .with_tls(rpc_tls.clone());
         if !voters.contains_key(&raft_node_id) {
             // Not a voter: ask the leader to add us as a learner, in the background, so
             // the metadata log reaches this node.
@@ -138,12 +160,20 @@ impl Cluster {
                 }
             });
         }
-        info!(node_id, %rpc_addr, %bound, voters = ?voters, "controller node started");
+        info!(
+            node_id,
+            %rpc_addr,
+            %bound,
+            voters = ?voters,
+            tls = rpc_tls.is_some(),
+            "controller node started"
+        );
         Ok(Self {
             node_id,
             config: config.clone(),
             voters,
             rpc_addr,
+            rpc_tls,
             controller: Mutex::new(Some(controller)),
             raft,
             reader,
@@ -186,6 +216,7 @@ impl Cluster {
                 connect_timeout: Duration::from_secs(1),
                 rpc_timeout: Duration::from_secs(5),
                 local_raft: Some(self.raft.metrics()),
+                tls: self.rpc_tls.clone(),
             },
             self.synced.subscribe(),
         );
@@ -356,5 +387,114 @@ impl Cluster {
         if let Some(controller) = controller {
             controller.shutdown().await;
         }
+    }
+}
+
+/// With `rpc_tls` set, the listeners' certificate, key and CA read for the controller RPC
+/// port; `None` without it. The CA is required: it is what peers are checked against, and
+/// a port that accepted any client would not keep strangers out of the quorum.
+fn controller_rpc_tls(
+    config: &ClusterConfig,
+    listener_tls: Option<&TlsSettings>,
+) -> Result<Option<RpcTls>, BrokerError> {
+    if !config.rpc_tls {
+        return Ok(None);
+    }
+    let tls = listener_tls.ok_or_else(|| {
+        BrokerError::Tls(
+            "--controller-tls needs the listeners' TLS settings \
+             (--ssl-certificate-location and --ssl-key-location)"
+                .into(),
+        )
+    })?;
+    let ca = tls.ca.as_deref().ok_or_else(|| {
+        BrokerError::Tls(
+            "--controller-tls needs a CA to check the other nodes' certificates against \
+             (--ssl-truststore-location)"
+                .into(),
+        )
+    })?;
+    RpcTls::load(&tls.certificate, &tls.key, ca)
+        .map(Some)
+        .map_err(|e| BrokerError::Tls(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::ClientAuth;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    /// Listener TLS settings over a fresh CA and a leaf it signed, written under `dir`.
+    fn settings(dir: &std::path::Path) -> TlsSettings {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        TlsSettings {
+            certificate: write("cert.pem", &cert.pem()),
+            key: write("key.pem", &key.serialize_pem()),
+            ca: Some(write("ca.pem", &ca_pem)),
+            client_auth: ClientAuth::Required,
+        }
+    }
+
+    #[test]
+    fn controller_rpc_tls_reads_the_listener_files_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = settings(dir.path());
+        let off = ClusterConfig::default();
+        assert!(!off.rpc_tls);
+        assert!(controller_rpc_tls(&off, Some(&tls)).unwrap().is_none());
+
+        let on = ClusterConfig {
+            rpc_tls: true,
+            ..ClusterConfig::default()
+        };
+        let loaded = controller_rpc_tls(&on, Some(&tls)).unwrap().unwrap();
+        let ca = std::fs::read(tls.ca.as_ref().unwrap()).unwrap();
+        assert_eq!(loaded.ca_pem, ca);
+        assert_eq!(
+            loaded.certificate_pem,
+            std::fs::read(&tls.certificate).unwrap()
+        );
+    }
+
+    #[test]
+    fn controller_rpc_tls_needs_listener_tls_and_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = ClusterConfig {
+            rpc_tls: true,
+            ..ClusterConfig::default()
+        };
+        let missing = controller_rpc_tls(&on, None).unwrap_err().to_string();
+        assert!(missing.contains("--ssl-certificate-location"), "{missing}");
+
+        let no_ca = TlsSettings {
+            ca: None,
+            ..settings(dir.path())
+        };
+        let missing = controller_rpc_tls(&on, Some(&no_ca))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("--ssl-truststore-location"), "{missing}");
+
+        let bad_key = TlsSettings {
+            key: dir.path().join("absent.pem"),
+            ..settings(dir.path())
+        };
+        let unreadable = controller_rpc_tls(&on, Some(&bad_key))
+            .unwrap_err()
+            .to_string();
+        assert!(unreadable.contains("absent.pem"), "{unreadable}");
     }
 }

@@ -1,21 +1,26 @@
-//! CreatePartitions (key 37), v0-3: raises a topic's partition count.
+//! CreatePartitions (key 37), v0-3: raises a topic's partition count. Needs Alter on
+//! the topic, else TOPIC_AUTHORIZATION_FAILED whether or not it exists (Kafka's rule).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use sluice_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 3);
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
+    let authz = broker.access.authz(conn);
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = req
         .topics
@@ -31,6 +36,11 @@ pub fn handle(
                 Err((
                     ErrorCode::InvalidRequest,
                     "Duplicate topic in request.".to_string(),
+                ))
+            } else if !authz.allows_topic(Operation::Alter, &t.name) {
+                Err((
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Authorization failed.".to_string(),
                 ))
             } else {
                 let assignment = t

@@ -1,9 +1,15 @@
 //! CreateTopics (key 19), v0-7, including `validate_only` (checks everything, creates
 //! nothing) and, from v5, the created topic's configs in the response.
+//!
+//! Authorization, as Kafka's: Create on the cluster or on the topic, else the topic
+//! answers TOPIC_AUTHORIZATION_FAILED (before any check that would reveal whether it
+//! exists). The configs returned from v5 need DescribeConfigs on the topic; without it
+//! they are left out and `topic_config_error_code` is TOPIC_AUTHORIZATION_FAILED.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::create_topics_request::CreatableTopic;
 use sluice_protocol::messages::create_topics_response::{
@@ -14,15 +20,19 @@ use sluice_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::describe_configs::topic_entries;
 use crate::admin::NewTopic;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 use crate::topics::AdminError;
 
 pub const VERSIONS: (i16, i16) = (0, 7);
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    let authz = broker.access.authz(conn);
+    let cluster_create = authz.allows_cluster(Operation::Create);
     // Kafka refuses every copy of a name that appears twice in one request.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
@@ -38,8 +48,21 @@ pub fn handle(
                     ErrorCode::InvalidRequest,
                     format!("Create topics request from client contains a duplicate topic with name {name}"),
                 ))
+            } else if !(cluster_create || authz.allows_topic(Operation::Create, &name)) {
+                Err(AdminError::new(
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Authorization failed.",
+                ))
             } else {
                 create_one(broker, t, req.validate_only)
+            };
+            // Checked for every topic, as Kafka does, whatever became of it.
+            let configs_hidden =
+                version >= 5 && !authz.allows_topic(Operation::DescribeConfigs, &name);
+            let topic_config_error_code = if configs_hidden {
+                ErrorCode::TopicAuthorizationFailed.code()
+            } else {
+                ErrorCode::None.code()
             };
             match result {
                 Ok(created) => CreatableTopicResult {
@@ -49,13 +72,15 @@ pub fn handle(
                     error_message: None,
                     num_partitions: created.partitions,
                     replication_factor: created.replication_factor,
-                    configs: (version >= 5).then_some(created.configs),
-                    ..Default::default()
+                    configs: (version >= 5)
+                        .then(|| if configs_hidden { Vec::new() } else { created.configs }),
+                    topic_config_error_code,
                 },
                 Err(e) => CreatableTopicResult {
                     name,
                     error_code: e.code.code(),
                     error_message: Some(e.message),
+                    topic_config_error_code,
                     ..Default::default()
                 },
             }

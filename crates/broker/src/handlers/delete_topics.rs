@@ -1,21 +1,31 @@
 //! DeleteTopics (key 20), v0-6: by name, and from v6 by topic ID.
+//!
+//! Authorization, as Kafka's: Delete on the topic (by name, or by the name its ID
+//! resolves to), else TOPIC_AUTHORIZATION_FAILED, checked before anything that would
+//! reveal whether a named topic exists. A topic named by ID is answered without its name
+//! to a principal that may not Describe it either.
 
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::delete_topics_response::DeletableTopicResult;
 use sluice_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
+use crate::access::Authz;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 6);
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
+    let authz = broker.access.authz(conn);
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .into_iter()
@@ -29,7 +39,7 @@ pub fn handle(
     };
     let responses = targets
         .into_iter()
-        .map(|(name, id)| delete_one(broker, name, id))
+        .map(|(name, id)| delete_one(broker, &authz, name, id))
         .collect();
     DeleteTopicsResponse {
         responses,
@@ -37,7 +47,12 @@ pub fn handle(
     }
 }
 
-fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> DeletableTopicResult {
+fn delete_one(
+    broker: &Arc<Broker>,
+    authz: &Authz<'_>,
+    name: Option<String>,
+    id: Uuid,
+) -> DeletableTopicResult {
     let fail = |name: Option<String>, id: Uuid, code: ErrorCode, msg: &str| DeletableTopicResult {
         name,
         topic_id: id,
@@ -74,6 +89,17 @@ fn delete_one(broker: &Arc<Broker>, name: Option<String>, id: Uuid) -> Deletable
             )
         }
     };
+    if !authz.allows_topic(Operation::Delete, &resolved) {
+        let by_id = name.is_none();
+        let shown =
+            (!by_id || authz.allows_topic(Operation::Describe, &resolved)).then_some(resolved);
+        return fail(
+            shown,
+            id,
+            ErrorCode::TopicAuthorizationFailed,
+            "Authorization failed.",
+        );
+    }
     // The coordinators' own topics hold every group's (and transaction's) state:
     // deleting them would orphan it, so they are refused as a Kafka admin tool refuses.
     if broker

@@ -1,4 +1,8 @@
 //! DescribeCluster (key 60), v0-1: cluster id, controller and brokers.
+//!
+//! As in Kafka (`AuthHelper.computeDescribeClusterResponse`), anyone may describe the
+//! cluster (it tells no more than Metadata does); Describe on the cluster gates only the
+//! authorized operations, which are 0 without it.
 
 use std::sync::Arc;
 
@@ -7,8 +11,9 @@ use sluice_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use sluice_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
 
 use super::authorized_ops;
-use super::metadata::brokers_on_listener;
+use super::metadata::{brokers_on_listener, cluster_operations};
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
 
@@ -17,10 +22,11 @@ const ENDPOINT_BROKERS: i8 = 1;
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DescribeClusterRequest,
     version: i16,
-    listener: usize,
 ) -> DescribeClusterResponse {
+    let listener = conn.listener;
     if version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return DescribeClusterResponse {
             error_code: ErrorCode::UnsupportedEndpointType.code(),
@@ -47,7 +53,7 @@ pub fn handle(
             })
             .collect(),
         cluster_authorized_operations: if req.include_cluster_authorized_operations {
-            authorized_ops::CLUSTER
+            cluster_operations(&broker.access.authz(conn))
         } else {
             authorized_ops::NOT_REQUESTED
         },

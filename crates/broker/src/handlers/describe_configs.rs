@@ -1,9 +1,14 @@
 //! DescribeConfigs (key 32), v0-4: topic configs with their sources (override, broker
 //! default or Kafka default), synonyms and documentation; and the broker's settings.
+//!
+//! Authorization, as Kafka's: a topic needs DescribeConfigs on it (else
+//! TOPIC_AUTHORIZATION_FAILED, whether or not it exists), the broker and its loggers
+//! DescribeConfigs on the cluster (else CLUSTER_AUTHORIZATION_FAILED).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -11,6 +16,7 @@ use sluice_protocol::messages::describe_configs_response::{
 use sluice_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 use crate::topic_config::{ConfigSource, ConfigType, TOPIC_CONFIGS};
 
 pub const VERSIONS: (i16, i16) = (0, 4);
@@ -191,14 +197,29 @@ fn broker_entries(broker: &Broker) -> Vec<ConfigEntry> {
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
+    let authz = broker.access.authz(conn);
     let results = req
         .resources
         .into_iter()
         .map(|r| {
-            let entries = match r.resource_type {
+            let denied = match r.resource_type {
+                RESOURCE_TOPIC if !authz.allows_topic(Operation::DescribeConfigs, &r.resource_name) => {
+                    Some(ErrorCode::TopicAuthorizationFailed)
+                }
+                RESOURCE_BROKER | RESOURCE_BROKER_LOGGER
+                    if !authz.allows_cluster(Operation::DescribeConfigs) =>
+                {
+                    Some(ErrorCode::ClusterAuthorizationFailed)
+                }
+                _ => None,
+            };
+            let entries = match (denied, r.resource_type) {
+                (Some(code), _) => Err((code, "Authorization failed.".to_string())),
+                (None, resource_type) => match resource_type {
                 RESOURCE_TOPIC => match broker.topics.get(&r.resource_name) {
                     Some(t) => Ok(topic_entries(broker, &t.overrides)),
                     None => Err((ErrorCode::UnknownTopicOrPartition, format!("Topic {} does not exist", r.resource_name))),
@@ -212,6 +233,7 @@ pub fn handle(
                 }
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
                 other => Err((ErrorCode::InvalidRequest, format!("Unsupported resource type {other}"))),
+                },
             };
             match entries {
                 Ok(entries) => DescribeConfigsResult {

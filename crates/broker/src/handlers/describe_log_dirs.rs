@@ -1,8 +1,11 @@
 //! DescribeLogDirs (key 35), v0-4: the data directory with each partition's size.
+//! Needs Describe on the cluster; without it, as in Kafka, no results and (v3+, the
+//! first with a top-level error) CLUSTER_AUTHORIZATION_FAILED.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -10,14 +13,31 @@ use sluice_protocol::messages::describe_log_dirs_response::{
 use sluice_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 4);
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DescribeLogDirsRequest,
-    _version: i16,
+    version: i16,
 ) -> DescribeLogDirsResponse {
+    if !broker
+        .access
+        .authz(conn)
+        .allows_cluster(Operation::Describe)
+    {
+        return DescribeLogDirsResponse {
+            error_code: if version >= 3 {
+                ErrorCode::ClusterAuthorizationFailed.code()
+            } else {
+                ErrorCode::None.code()
+            },
+            results: Vec::new(),
+            ..Default::default()
+        };
+    }
     // Indexed once, so a request naming many topics and partitions costs linear time.
     let wanted: Option<HashMap<String, HashSet<i32>>> = req.topics.map(|list| {
         let mut m: HashMap<String, HashSet<i32>> = HashMap::new();

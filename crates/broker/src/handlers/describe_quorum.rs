@@ -4,9 +4,11 @@
 //! known; elsewhere only this node's own (Kafka forwards the request to the controller,
 //! whose Raft state a Sluice broker shares, so the answer comes from here). The topic is
 //! Kafka's `__cluster_metadata`, partition 0. `cargo xtask cluster status` reads it.
+//! Needs Describe on the cluster, else a top-level CLUSTER_AUTHORIZATION_FAILED.
 
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
@@ -14,6 +16,7 @@ use sluice_protocol::messages::describe_quorum_response::{
 use sluice_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse};
 
 use crate::broker::{now_ms, Broker};
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
@@ -22,9 +25,22 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DescribeQuorumRequest,
     version: i16,
 ) -> DescribeQuorumResponse {
+    if !broker
+        .access
+        .authz(conn)
+        .allows_cluster(Operation::Describe)
+    {
+        return DescribeQuorumResponse {
+            error_code: ErrorCode::ClusterAuthorizationFailed.code(),
+            // v0-1 have no message (the encoder leaves it out).
+            error_message: Some("Cluster authorization failed.".into()),
+            ..Default::default()
+        };
+    }
     let m = broker.cluster.raft_metrics();
     let me = broker.config.node_id;
     let as_i32 = |id: u64| i32::try_from(id).unwrap_or(-1);

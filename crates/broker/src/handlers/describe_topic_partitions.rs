@@ -6,10 +6,16 @@
 //! Each partition carries leader, leader epoch, replicas, ISR and offline replicas (fenced
 //! or unregistered brokers), so under-replicated partitions show; Sluice has no ELR, so
 //! `eligible_leader_replicas` and `last_known_elr` are empty.
+//!
+//! Authorization, as Kafka's: a topic needs Describe. Named, a topic without it answers
+//! TOPIC_AUTHORIZATION_FAILED (no partitions, no topic ID, whether or not it exists);
+//! when the request lists all topics (an empty list, paged by the cursor) it is left
+//! out. Every described topic carries its authorized operations.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use sluice_auth::acl::{Operation, ResourceType};
 use sluice_controller::{MetadataImage, NO_LEADER};
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
@@ -21,6 +27,7 @@ use sluice_protocol::messages::{DescribeTopicPartitionsRequest, DescribeTopicPar
 use super::authorized_ops;
 use super::metadata::offline_replicas;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 use crate::topics::{is_internal_topic, validate_topic_name};
 
 pub const VERSIONS: (i16, i16) = (0, 0);
@@ -31,16 +38,32 @@ pub const MAX_PARTITIONS_PER_RESPONSE: i32 = 2000;
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: DescribeTopicPartitionsRequest,
     _version: i16,
 ) -> DescribeTopicPartitionsResponse {
-    describe(&broker.cluster.image(), req)
+    let authz = broker.access.authz(conn);
+    let access = TopicAccess {
+        may_describe: &|name| authz.allows_topic(Operation::Describe, name),
+        operations: &|name| authz.operations(ResourceType::Topic, name),
+    };
+    describe(&broker.cluster.image(), req, &access)
+}
+
+/// What the requester may see of a topic (kept apart from the authorizer so the paging
+/// can be tested on an image alone).
+pub struct TopicAccess<'a> {
+    /// Whether it may Describe the topic.
+    pub may_describe: &'a dyn Fn(&str) -> bool,
+    /// Its authorized operations on the topic.
+    pub operations: &'a dyn Fn(&str) -> i32,
 }
 
 /// The answer from `image`.
 pub fn describe(
     image: &MetadataImage,
     req: DescribeTopicPartitionsRequest,
+    access: &TopicAccess<'_>,
 ) -> DescribeTopicPartitionsResponse {
     let all = req.topics.is_empty();
     let topics: BTreeSet<String> = if all {
@@ -66,7 +89,25 @@ pub fn describe(
         .as_ref()
         .map_or(("", 0), |c| (c.topic_name.as_str(), c.partition_index));
     let mut out = DescribeTopicPartitionsResponse::default();
+    // Named topics the requester may not Describe, answered after the described ones
+    // (as Kafka appends them).
+    let mut refused = Vec::new();
     for name in topics.iter().filter(|n| n.as_str() >= cursor_topic) {
+        // Checked before the lookup: existence stays hidden. Hidden topics take no
+        // room in the page, nor can one be where the next page starts.
+        if !(access.may_describe)(name) {
+            if !all {
+                refused.push(DescribeTopicPartitionsResponseTopic {
+                    error_code: ErrorCode::TopicAuthorizationFailed.code(),
+                    name: Some(name.clone()),
+                    topic_id: Uuid::ZERO,
+                    is_internal: is_internal_topic(name),
+                    topic_authorized_operations: authorized_ops::NOT_REQUESTED,
+                    ..Default::default()
+                });
+            }
+            continue;
+        }
         if remaining == 0 {
             // Every partition of the previous topic fit: go on at this one.
             out.next_cursor = Some(Cursor {
@@ -127,7 +168,7 @@ pub fn describe(
             topic_id: Uuid(topic.id),
             is_internal: is_internal_topic(&topic.name),
             partitions,
-            topic_authorized_operations: authorized_ops::TOPIC,
+            topic_authorized_operations: (access.operations)(&topic.name),
         });
         if end < topic.partitions.len() {
             out.next_cursor = Some(Cursor {
@@ -137,6 +178,7 @@ pub fn describe(
             break;
         }
     }
+    out.topics.append(&mut refused);
     out
 }
 
@@ -170,6 +212,12 @@ mod tests {
     };
 
     use super::*;
+
+    /// Everything allowed, as without an authorizer.
+    const ALL: TopicAccess<'static> = TopicAccess {
+        may_describe: &|_| true,
+        operations: &|_| authorized_ops::TOPIC,
+    };
 
     fn image() -> MetadataImage {
         let mut image = MetadataImage::default();
@@ -228,6 +276,13 @@ mod tests {
         }
     }
 
+    fn describe_all(
+        image: &MetadataImage,
+        req: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        describe(image, req, &ALL)
+    }
+
     /// Each topic's name, error code and partition indexes, and the next cursor.
     type Page = (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>);
 
@@ -252,7 +307,7 @@ mod tests {
     #[test]
     fn pages_through_topics_in_name_order() {
         let image = image();
-        let r = describe(&image, request(&[], 3, None));
+        let r = describe_all(&image, request(&[], 3, None));
         assert_eq!(
             pages(&r),
             (
@@ -260,16 +315,16 @@ mod tests {
                 Some(("b".into(), 1))
             )
         );
-        let r = describe(&image, request(&[], 3, Some(("b", 1))));
+        let r = describe_all(&image, request(&[], 3, Some(("b", 1))));
         assert_eq!(pages(&r), (vec![("b".into(), 0, vec![1, 2])], None));
         // A full page ends exactly at a topic's end: the cursor names the next topic.
-        let r = describe(&image, request(&[], 2, None));
+        let r = describe_all(&image, request(&[], 2, None));
         assert_eq!(
             pages(&r),
             (vec![("a".into(), 0, vec![0, 1])], Some(("b".into(), 0)))
         );
         // Unknown topics are reported when named; the cursor topic must be named.
-        let r = describe(&image, request(&["zz", "b"], 2000, None));
+        let r = describe_all(&image, request(&["zz", "b"], 2000, None));
         let unknown = ErrorCode::UnknownTopicOrPartition.code();
         assert_eq!(
             pages(&r),
@@ -281,7 +336,7 @@ mod tests {
                 None
             )
         );
-        let r = describe(&image, request(&["b"], 2000, Some(("a", 0))));
+        let r = describe_all(&image, request(&["b"], 2000, Some(("a", 0))));
         let invalid = ErrorCode::InvalidRequest.code();
         assert_eq!(pages(&r), (vec![("b".into(), invalid, vec![])], None));
     }
@@ -289,7 +344,7 @@ mod tests {
     #[test]
     fn partitions_show_isr_and_offline_replicas() {
         let image = image();
-        let r = describe(&image, request(&["a"], 1, None));
+        let r = describe_all(&image, request(&["a"], 1, None));
         let p = &r.topics[0].partitions[0];
         assert_eq!(p.leader_id, 1);
         assert_eq!(p.replica_nodes, [1, 2, 3]);
@@ -298,5 +353,34 @@ mod tests {
         assert_eq!(p.offline_replicas, [3]);
         assert_eq!(p.eligible_leader_replicas, Some(Vec::new()));
         assert_eq!(r.topics[0].topic_id, Uuid([1; 16]));
+    }
+
+    #[test]
+    fn topics_without_describe_are_hidden_or_refused() {
+        let image = image();
+        let only_b = TopicAccess {
+            may_describe: &|name| name == "b",
+            operations: &|_| 1 << 3,
+        };
+        // All topics: "a" is left out, and takes no room in the page.
+        let r = describe(&image, request(&[], 3, None), &only_b);
+        assert_eq!(pages(&r), (vec![("b".into(), 0, vec![0, 1, 2])], None));
+        assert_eq!(r.topics[0].topic_authorized_operations, 1 << 3);
+        // Named: "a" answers TOPIC_AUTHORIZATION_FAILED without its ID, as does a
+        // topic that does not exist.
+        let r = describe(&image, request(&["a", "b", "zz"], 2000, None), &only_b);
+        let denied = ErrorCode::TopicAuthorizationFailed.code();
+        assert_eq!(
+            pages(&r),
+            (
+                vec![
+                    ("b".into(), 0, vec![0, 1, 2]),
+                    ("a".into(), denied, vec![]),
+                    ("zz".into(), denied, vec![])
+                ],
+                None
+            )
+        );
+        assert_eq!(r.topics[1].topic_id, Uuid::ZERO);
     }
 }

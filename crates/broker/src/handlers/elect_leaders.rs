@@ -10,10 +10,14 @@
 //! Unclean leader election (`election_type` 1) is off in Sluice (no replica outside the
 //! ISR ever leads): a led partition is ELECTION_NOT_NEEDED, a leaderless one
 //! ELIGIBLE_LEADERS_NOT_AVAILABLE, and nothing is written.
+//!
+//! Needs Alter on the cluster; without it, as in Kafka, CLUSTER_AUTHORIZATION_FAILED at
+//! the top (v1+) and for every partition named, and nothing is elected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_controller::{
     MetadataRecord, MetadataResponse, PreferredElection, RejectReason, NO_LEADER,
 };
@@ -24,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::cluster::Cluster;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
@@ -40,9 +45,11 @@ type Outcome = (ErrorCode, Option<String>);
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: ElectLeadersRequest,
     version: i16,
 ) -> ElectLeadersResponse {
+    let allowed = broker.access.authz(conn).allows_cluster(Operation::Alter);
     // Duplicates collapse, as Kafka turns the request into a set of partitions.
     let requested: Option<BTreeMap<String, BTreeSet<i32>>> = req.topic_partitions.map(|list| {
         let mut map: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
@@ -51,6 +58,14 @@ pub async fn handle(
         }
         map
     });
+    if !allowed {
+        return failed(
+            requested.as_ref(),
+            ErrorCode::ClusterAuthorizationFailed,
+            "Cluster authorization failed.".into(),
+            version,
+        );
+    }
     if req.election_type != PREFERRED && req.election_type != UNCLEAN {
         let message = format!("Unknown election type {}", req.election_type);
         return failed(

@@ -6,13 +6,21 @@
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which every client
 //! treats as "send full fetch requests"; that is allowed by the protocol and keeps the
-//! broker stateless per connection.
+//! broker stateless per connection. Every fetch therefore names all its partitions, and
+//! each is authorized afresh: an unauthorized one answers its error on every fetch.
+//!
+//! Authorization, as Kafka's: a follower's fetch needs ClusterAction on the cluster
+//! (else every partition answers TOPIC_AUTHORIZATION_FAILED and its position is not
+//! recorded); a consumer's needs Read on each topic (else that topic's partitions answer
+//! TOPIC_AUTHORIZATION_FAILED, whether or not it exists). A topic ID that names no topic
+//! answers UNKNOWN_TOPIC_ID, as in Kafka: the ID resolves before the name is authorized.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::select_all;
+use sluice_auth::acl::Operation;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::fetch_request::FetchPartition;
@@ -25,8 +33,10 @@ use sluice_storage::StorageError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::access::Authz;
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::router::ConnectionInfo;
 use crate::topics::Topic;
 
 /// Fetch v4 is the first with `isolation_level` and v2 record batches only.
@@ -47,7 +57,12 @@ pub(super) struct Wanted {
     pub(super) partitions: Vec<FetchPartition>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     // A client continuing a session we never created: tell it to start over. Epochs 0
     // (initial) and -1 (final) are full fetches, served whatever session id they name
     // (Kafka closes that session); any other epoch continues a session (KIP-227).
@@ -85,7 +100,17 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         .unwrap_or(0)
         .min(broker.config.fetch_max_wait_cap_ms);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let authz = broker.access.authz(conn);
     if replica_id >= 0 {
+        if !authz.allows_cluster(Operation::ClusterAction) {
+            return FetchResponse {
+                responses: wanted
+                    .iter()
+                    .map(|w| refused_topic(w, use_ids, ErrorCode::TopicAuthorizationFailed))
+                    .collect(),
+                ..Default::default()
+            };
+        }
         let responses = super::replica_fetch::serve(
             broker,
             &wanted,
@@ -115,11 +140,12 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 }
             })
             .collect();
+        let readable = readable_topics(&authz, &wanted, &topics, use_ids);
         // Subscribe before reading, so an append between the read and the wait still
         // wakes us.
         let mut watchers: Vec<watch::Receiver<i64>> = Vec::new();
-        for (w, t) in wanted.iter().zip(&topics) {
-            if let Some(t) = t {
+        for ((w, t), readable) in wanted.iter().zip(&topics).zip(&readable) {
+            if let (Some(t), true) = (t, readable) {
                 for fp in &w.partitions {
                     if let Some(p) = t.partition(fp.partition) {
                         watchers.push(p.subscribe());
@@ -127,8 +153,14 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 }
             }
         }
-        let (responses, bytes, errors, limited) =
-            read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+        let (responses, bytes, errors, limited) = read_all(
+            &wanted,
+            &topics,
+            &readable,
+            use_ids,
+            read_committed,
+            max_bytes,
+        );
         // Kafka counts the bytes available, not those returned: a read cut short by a
         // size limit while more is committed also answers at once.
         let done = bytes >= min_bytes
@@ -147,7 +179,14 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             // Deadline passed: answer with whatever is there now.
-            let (responses, ..) = read_all(&wanted, &topics, use_ids, read_committed, max_bytes);
+            let (responses, ..) = read_all(
+                &wanted,
+                &topics,
+                &readable,
+                use_ids,
+                read_committed,
+                max_bytes,
+            );
             count_fetched(&topics, &responses);
             return FetchResponse {
                 responses,
@@ -157,12 +196,43 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     }
 }
 
+/// Whether the consumer may Read each requested topic: by the name it sent, or (v13+)
+/// by the name its ID resolves to. An unresolved ID counts as readable so that it
+/// answers UNKNOWN_TOPIC_ID, which names nothing.
+fn readable_topics(
+    authz: &Authz<'_>,
+    wanted: &[Wanted],
+    topics: &[Option<Arc<Topic>>],
+    use_ids: bool,
+) -> Vec<bool> {
+    wanted
+        .iter()
+        .zip(topics)
+        .map(|(w, t)| match (use_ids, t) {
+            (true, Some(t)) => authz.allows_topic(Operation::Read, &t.name),
+            (true, None) => true,
+            (false, _) => authz.allows_topic(Operation::Read, &w.name),
+        })
+        .collect()
+}
+
+/// A topic whose every partition answers `code`.
+fn refused_topic(w: &Wanted, use_ids: bool, code: ErrorCode) -> FetchableTopicResponse {
+    let partitions = w
+        .partitions
+        .iter()
+        .map(|fp| error_partition(fp.partition, code))
+        .collect();
+    topic_response(w, use_ids, partitions)
+}
+
 /// Reads every requested partition once. Returns the topics, the record bytes, whether
 /// any partition failed (an error answers the fetch at once, as in Kafka), and whether
 /// a size limit left committed data unread.
 fn read_all(
     wanted: &[Wanted],
     topics: &[Option<Arc<Topic>>],
+    readable: &[bool],
     use_ids: bool,
     read_committed: bool,
     max_bytes: usize,
@@ -171,7 +241,16 @@ fn read_all(
     let mut errors = false;
     let mut limited = false;
     let mut out = Vec::with_capacity(wanted.len());
-    for (w, topic) in wanted.iter().zip(topics) {
+    for ((w, topic), readable) in wanted.iter().zip(topics).zip(readable) {
+        if !readable {
+            errors |= !w.partitions.is_empty();
+            out.push(refused_topic(
+                w,
+                use_ids,
+                ErrorCode::TopicAuthorizationFailed,
+            ));
+            continue;
+        }
         let mut partitions = Vec::with_capacity(w.partitions.len());
         for fp in &w.partitions {
             let part = topic

@@ -2,30 +2,64 @@
 //! consumer group or transactional id: the leader of the key's partition of
 //! `__consumer_offsets` or `__transaction_state`. The first lookup of each kind creates
 //! its topic, as in Kafka.
+//!
+//! Authorization (Kafka's rules): a group key needs Describe on the group, a
+//! transactional id Describe on the id, checked per key and before anything is created,
+//! so a principal who may not look a key up does not make the internal topic appear.
 
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::find_coordinator_response::Coordinator;
 use sluice_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::metadata::brokers_on_listener;
+use crate::access::Authz;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 6);
 
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn locate(broker: &Broker, key: String, key_type: i8, listener: usize) -> Coordinator {
-    let unavailable = |key: String, code: ErrorCode, why: String| Coordinator {
+fn unavailable(key: String, code: ErrorCode, why: String) -> Coordinator {
+    Coordinator {
         key,
         node_id: -1,
         host: String::new(),
         port: -1,
         error_code: code.code(),
         error_message: Some(why),
-    };
+    }
+}
+
+/// The refusal for a key the principal may not Describe, if it may not.
+fn refused(authz: &Authz<'_>, key: &str, key_type: i8) -> Option<(ErrorCode, &'static str)> {
+    match key_type {
+        KEY_GROUP if !authz.allows_group(Operation::Describe, key) => Some((
+            ErrorCode::GroupAuthorizationFailed,
+            "Not authorized to access group",
+        )),
+        KEY_TRANSACTION if !authz.allows_txn(Operation::Describe, key) => Some((
+            ErrorCode::TransactionalIdAuthorizationFailed,
+            "Not authorized to access transactional id",
+        )),
+        _ => None,
+    }
+}
+
+fn locate(
+    broker: &Broker,
+    authz: &Authz<'_>,
+    key: String,
+    key_type: i8,
+    listener: usize,
+) -> Coordinator {
+    if let Some((code, why)) = refused(authz, &key, key_type) {
+        return unavailable(key, code, why.to_string());
+    }
     // The coordinator is the leader of the key's partition of the coordinator's
     // internal topic, once the partition exists and has one.
     let (topic, created) = match key_type {
@@ -83,21 +117,23 @@ fn locate(broker: &Broker, key: String, key_type: i8, listener: usize) -> Coordi
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: FindCoordinatorRequest,
     version: i16,
-    listener: usize,
 ) -> FindCoordinatorResponse {
+    let authz = broker.access.authz(conn);
+    let listener = conn.listener;
     if version >= 4 {
         return FindCoordinatorResponse {
             coordinators: req
                 .coordinator_keys
                 .into_iter()
-                .map(|k| locate(broker, k, req.key_type, listener))
+                .map(|k| locate(broker, &authz, k, req.key_type, listener))
                 .collect(),
             ..Default::default()
         };
     }
-    let c = locate(broker, req.key, req.key_type, listener);
+    let c = locate(broker, &authz, req.key, req.key_type, listener);
     FindCoordinatorResponse {
         error_code: c.error_code,
         error_message: if version >= 1 { c.error_message } else { None },

@@ -1,5 +1,6 @@
 //! IncrementalAlterConfigs (key 44), v0-1: SET, DELETE, APPEND and SUBTRACT applied to
-//! a topic's current overrides (KIP-339).
+//! a topic's current overrides (KIP-339). Authorized as AlterConfigs is
+//! ([`check_resource`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use sluice_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlter
 
 use super::alter_configs::{check_resource, result};
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 use crate::topic_config::{topic_config_def, BrokerLogDefaults, ConfigType};
 use crate::topics::AdminError;
 
@@ -23,15 +25,17 @@ const SUBTRACT: i8 = 3;
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: IncrementalAlterConfigsRequest,
     _version: i16,
 ) -> IncrementalAlterConfigsResponse {
+    let authz = broker.access.authz(conn);
     let mut seen = HashSet::new();
     let responses = req
         .resources
         .into_iter()
         .map(|r| {
-            let outcome = check_resource(r.resource_type, &mut seen, &r.resource_name)
+            let outcome = check_resource(&authz, r.resource_type, &mut seen, &r.resource_name)
                 .and_then(|()| incremental(broker, &r.resource_name, r.configs, req.validate_only));
             let resp = result(r.resource_type, r.resource_name, outcome);
             AlterConfigsResourceResponse {

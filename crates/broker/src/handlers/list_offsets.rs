@@ -2,9 +2,12 @@
 //! stable offset for read_committed), max timestamp (-3, v7+), earliest local (-4, v8+),
 //! latest tiered (-5, v9+) and offset-for-timestamp. A leader whose high watermark has
 //! not yet reached the start of its leadership answers clients OFFSET_NOT_AVAILABLE.
+//! Each topic needs Describe, else its partitions answer TOPIC_AUTHORIZATION_FAILED
+//! (whether or not it exists), as in Kafka.
 
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -14,6 +17,7 @@ use sluice_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::fetch::check_leader_epoch;
 use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 10);
 
@@ -26,7 +30,13 @@ const LATEST_TIERED: i64 = -5;
 /// An answer: (offset, timestamp) where -1/-1 means "no such offset".
 type Found = (i64, i64);
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let authz = broker.access.authz(conn);
     // KIP-207 applies to clients' requests (those with an isolation level, v2+), not to
     // followers'.
     let from_client = req.replica_id < 0 && version >= 2;
@@ -35,14 +45,24 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(&t.name);
+            let allowed = authz.allows_topic(Operation::Describe, &t.name);
+            // Not even looked up when denied: existence stays hidden.
+            let topic = if allowed {
+                broker.topics.get(&t.name)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|lp| {
                     let outcome = match topic
                         .as_ref()
-                        .ok_or(ErrorCode::UnknownTopicOrPartition)
+                        .ok_or(if allowed {
+                            ErrorCode::UnknownTopicOrPartition
+                        } else {
+                            ErrorCode::TopicAuthorizationFailed
+                        })
                         .and_then(|tp| tp.lookup(lp.partition_index))
                     {
                         Err(code) => Err(code),

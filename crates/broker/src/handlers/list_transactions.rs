@@ -1,16 +1,19 @@
 //! ListTransactions (key 66), v0-1: the transactional ids this node coordinates,
 //! filtered by state, producer id and (v1) how long the transaction has been open.
-//! State names Kafka does not know come back in `unknown_state_filters`.
+//! State names Kafka does not know come back in `unknown_state_filters`. Only ids the
+//! principal may Describe are listed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::list_transactions_response::TransactionState;
 use sluice_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse};
 use sluice_txn::TxnState;
 
 use crate::broker::{now_ms, Broker};
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
 
@@ -27,6 +30,7 @@ const STATES: [TxnState; 8] = [
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: ListTransactionsRequest,
     version: i16,
 ) -> ListTransactionsResponse {
@@ -56,8 +60,10 @@ pub fn handle(
         transaction_states: if nothing {
             Vec::new()
         } else {
+            let authz = broker.access.authz(conn);
             listed
                 .into_iter()
+                .filter(|l| authz.allows_txn(Operation::Describe, &l.transactional_id))
                 .map(|l| TransactionState {
                     transactional_id: l.transactional_id,
                     producer_id: l.producer_id,

@@ -11,11 +11,19 @@
 //! in the few tens of milliseconds before the controller fences it would make clients
 //! (librdkafka) stop their fast leader queries and wait for their next periodic scan,
 //! about a second, before finding the new leader.
+//!
+//! Authorization, as Kafka's: a topic needs Describe. Asked for all topics, those
+//! without it are left out; named (or by ID), it answers TOPIC_AUTHORIZATION_FAILED with
+//! no partitions and no topic ID, whether or not it exists. A missing topic that would
+//! be auto-created also needs Create on the cluster or on the topic, else
+//! TOPIC_AUTHORIZATION_FAILED. Authorized operations (v8+) come from the authorizer;
+//! the cluster's are 0 to a principal that may not Describe the cluster.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_auth::acl::{Operation, ResourceType};
 use sluice_controller::MetadataImage;
 use sluice_protocol::codec::Uuid;
 use sluice_protocol::error::ErrorCode;
@@ -25,8 +33,10 @@ use sluice_protocol::messages::metadata_response::{
 use sluice_protocol::messages::{MetadataRequest, MetadataResponse};
 
 use super::authorized_ops;
+use crate::access::{Authz, CLUSTER_NAME};
 use crate::admin::NewTopic;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 use crate::topics::{validate_topic_name, Topic};
 
 pub const VERSIONS: (i16, i16) = (0, 12);
@@ -41,11 +51,18 @@ pub const GONE_LEADER_HIDDEN_FOR: Duration = Duration::from_secs(3);
 /// brokers are described with.
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: MetadataRequest,
     version: i16,
-    listener: usize,
 ) -> MetadataResponse {
+    let listener = conn.listener;
+    let authz = broker.access.authz(conn);
     let include_ops = version >= 8 && req.include_topic_authorized_operations;
+    let ctx = Ctx {
+        broker,
+        authz: &authz,
+        include_ops,
+    };
     // v0 has no null: an empty list there means "all topics".
     let requested = match req.topics {
         None => None,
@@ -58,13 +75,14 @@ pub fn handle(
             .topics
             .all()
             .iter()
-            .map(|t| describe_topic(broker, t, include_ops))
+            .filter(|t| authz.allows_topic(Operation::Describe, &t.name))
+            .map(|t| ctx.describe_topic(t))
             .collect(),
         Some(list) => list
             .into_iter()
             .map(|t| match t.name {
-                Some(name) => by_name(broker, name, allow_auto_create, include_ops),
-                None => by_id(broker, t.topic_id, include_ops),
+                Some(name) => ctx.by_name(name, allow_auto_create),
+                None => ctx.by_id(t.topic_id),
             })
             .collect(),
     };
@@ -85,7 +103,7 @@ pub fn handle(
         topics,
         cluster_authorized_operations: if version >= 8 && req.include_cluster_authorized_operations
         {
-            authorized_ops::CLUSTER
+            cluster_operations(&authz)
         } else {
             authorized_ops::NOT_REQUESTED
         },
@@ -102,47 +120,87 @@ fn error_topic(code: ErrorCode, name: Option<String>, id: Uuid) -> MetadataRespo
     }
 }
 
-fn by_name(
-    broker: &Arc<Broker>,
-    name: String,
-    allow_auto_create: bool,
+/// Kafka's cluster authorized operations: only to a principal that may Describe the
+/// cluster (Metadata v8-10 and DescribeCluster); 0 to anyone else.
+pub fn cluster_operations(authz: &Authz<'_>) -> i32 {
+    if authz.allows_cluster(Operation::Describe) {
+        authz.operations(ResourceType::Cluster, CLUSTER_NAME)
+    } else {
+        0
+    }
+}
+
+/// What every topic of one request is answered with.
+struct Ctx<'a> {
+    broker: &'a Arc<Broker>,
+    authz: &'a Authz<'a>,
     include_ops: bool,
-) -> MetadataResponseTopic {
-    if let Some(t) = broker.topics.get(&name) {
-        return describe_topic(broker, &t, include_ops);
+}
+
+impl Ctx<'_> {
+    fn by_name(&self, name: String, allow_auto_create: bool) -> MetadataResponseTopic {
+        let broker = self.broker;
+        // Before the lookup: whoever may not Describe it does not learn it exists.
+        if !self.authz.allows_topic(Operation::Describe, &name) {
+            return error_topic(ErrorCode::TopicAuthorizationFailed, Some(name), Uuid::ZERO);
+        }
+        if let Some(t) = broker.topics.get(&name) {
+            return self.describe_topic(&t);
+        }
+        if !(allow_auto_create && broker.config.auto_create_topics_enable) {
+            let code = match validate_topic_name(&name) {
+                Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                Err(_) => ErrorCode::InvalidTopicException,
+            };
+            return error_topic(code, Some(name), Uuid::ZERO);
+        }
+        if !(self.authz.allows_cluster(Operation::Create)
+            || self.authz.allows_topic(Operation::Create, &name))
+        {
+            return error_topic(ErrorCode::TopicAuthorizationFailed, Some(name), Uuid::ZERO);
+        }
+        if validate_topic_name(&name).is_err() {
+            return error_topic(ErrorCode::InvalidTopicException, Some(name), Uuid::ZERO);
+        }
+        let spec = NewTopic {
+            name: name.clone(),
+            partitions: broker.config.num_partitions,
+            replication_factor: broker.config.default_replication_factor,
+            assignment: None,
+            overrides: BTreeMap::new(),
+        };
+        match broker.create_topic(spec, false) {
+            Ok(t) => self.describe_topic(&t),
+            // Lost a race with another creator: describe what won.
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {
+                Some(t) => self.describe_topic(&t),
+                None => error_topic(ErrorCode::LeaderNotAvailable, Some(name), Uuid::ZERO),
+            },
+            Err(e) => error_topic(e.code, Some(name), Uuid::ZERO),
+        }
     }
-    if validate_topic_name(&name).is_err() {
-        return error_topic(ErrorCode::InvalidTopicException, Some(name), Uuid::ZERO);
+
+    fn by_id(&self, id: Uuid) -> MetadataResponseTopic {
+        match self.broker.topics.get_by_id(&id) {
+            // The ID was the client's own; the name is what it may not learn.
+            Some(t) if !self.authz.allows_topic(Operation::Describe, &t.name) => {
+                error_topic(ErrorCode::TopicAuthorizationFailed, None, id)
+            }
+            Some(t) => self.describe_topic(&t),
+            None => error_topic(ErrorCode::UnknownTopicId, None, id),
+        }
     }
-    if !(allow_auto_create && broker.config.auto_create_topics_enable) {
-        return error_topic(ErrorCode::UnknownTopicOrPartition, Some(name), Uuid::ZERO);
-    }
-    let spec = NewTopic {
-        name: name.clone(),
-        partitions: broker.config.num_partitions,
-        replication_factor: broker.config.default_replication_factor,
-        assignment: None,
-        overrides: BTreeMap::new(),
-    };
-    match broker.create_topic(spec, false) {
-        Ok(t) => describe_topic(broker, &t, include_ops),
-        // Lost a race with another creator: describe what won.
-        Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topics.get(&name) {
-            Some(t) => describe_topic(broker, &t, include_ops),
-            None => error_topic(ErrorCode::LeaderNotAvailable, Some(name), Uuid::ZERO),
-        },
-        Err(e) => error_topic(e.code, Some(name), Uuid::ZERO),
+
+    fn describe_topic(&self, t: &Topic) -> MetadataResponseTopic {
+        let mut topic = describe_topic(self.broker, t);
+        if self.include_ops {
+            topic.topic_authorized_operations = self.authz.operations(ResourceType::Topic, &t.name);
+        }
+        topic
     }
 }
 
-fn by_id(broker: &Arc<Broker>, id: Uuid, include_ops: bool) -> MetadataResponseTopic {
-    match broker.topics.get_by_id(&id) {
-        Some(t) => describe_topic(broker, &t, include_ops),
-        None => error_topic(ErrorCode::UnknownTopicId, None, id),
-    }
-}
-
-fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResponseTopic {
+fn describe_topic(broker: &Broker, t: &Topic) -> MetadataResponseTopic {
     let image = broker.cluster.image();
     MetadataResponseTopic {
         error_code: ErrorCode::None.code(),
@@ -178,11 +236,7 @@ fn describe_topic(broker: &Broker, t: &Topic, include_ops: bool) -> MetadataResp
                 }
             })
             .collect(),
-        topic_authorized_operations: if include_ops {
-            authorized_ops::TOPIC
-        } else {
-            authorized_ops::NOT_REQUESTED
-        },
+        topic_authorized_operations: authorized_ops::NOT_REQUESTED,
     }
 }
 

@@ -7,12 +7,16 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -21,6 +25,7 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -98,6 +103,22 @@ pub const SUPPORTED: &[(ApiKey, (i16, i16))] = &[
         describe_transactions::VERSIONS,
     ),
     (ApiKey::ListTransactions, list_transactions::VERSIONS),
+    (ApiKey::SaslHandshake, crate::session::HANDSHAKE_VERSIONS),
+    (
+        ApiKey::SaslAuthenticate,
+        crate::session::AUTHENTICATE_VERSIONS,
+    ),
+    (ApiKey::DescribeAcls, describe_acls::VERSIONS),
+    (ApiKey::CreateAcls, create_acls::VERSIONS),
+    (ApiKey::DeleteAcls, delete_acls::VERSIONS),
+    (
+        ApiKey::DescribeUserScramCredentials,
+        describe_user_scram_credentials::VERSIONS,
+    ),
+    (
+        ApiKey::AlterUserScramCredentials,
+        alter_user_scram_credentials::VERSIONS,
+    ),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -105,7 +126,7 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
 }
 
 /// Kafka's "authorized operations" bitfields when no authorizer is configured: every
-/// operation the resource type supports (ACLs arrive with the security work).
+/// operation the resource type supports.
 pub mod authorized_ops {
     const fn bits(ops: &[u8]) -> i32 {
         let mut v = 0i32;

@@ -1,9 +1,16 @@
 //! OffsetForLeaderEpoch (key 23), v0-4 (KIP-101/279/320): the end offset of a leader
 //! epoch, from the partition's leader-epoch cache. Consumers use it to detect log
 //! truncation after a leader change; followers use it before fetching.
+//!
+//! Authorization, as Kafka's since KIP-320: ClusterAction on the cluster (what brokers
+//! hold) covers every topic; otherwise each topic needs Describe, else its partitions
+//! answer TOPIC_AUTHORIZATION_FAILED (whether or not it exists). A request naming a
+//! replica id gets no more than that: the answer is the same epoch data a consumer may
+//! read.
 
 use std::sync::Arc;
 
+use sluice_auth::acl::Operation;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
@@ -12,19 +19,28 @@ use sluice_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoc
 
 use super::fetch::check_leader_epoch;
 use crate::broker::Broker;
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 4);
 
 pub fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: OffsetForLeaderEpochRequest,
     _version: i16,
 ) -> OffsetForLeaderEpochResponse {
+    let authz = broker.access.authz(conn);
+    let cluster_action = authz.allows_cluster(Operation::ClusterAction);
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(&t.topic);
+            let allowed = cluster_action || authz.allows_topic(Operation::Describe, &t.topic);
+            let topic = if allowed {
+                broker.topics.get(&t.topic)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .into_iter()
@@ -37,7 +53,11 @@ pub fn handle(
                     };
                     let found = topic
                         .as_ref()
-                        .ok_or(ErrorCode::UnknownTopicOrPartition)
+                        .ok_or(if allowed {
+                            ErrorCode::UnknownTopicOrPartition
+                        } else {
+                            ErrorCode::TopicAuthorizationFailed
+                        })
                         .and_then(|tp| tp.lookup(op.partition));
                     let p = match found {
                         Ok(p) => p,

@@ -2,12 +2,19 @@
 //! appends it. acks=0 gets no response (and, as in Kafka, a connection close if any
 //! partition failed, since that is the only way such a producer learns of it). On a
 //! compacted topic every record must have a key, which means decoding the records.
+//!
+//! Authorization, as Kafka's: a transactional producer needs Write on its transactional
+//! id (else nothing is appended and every partition answers
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED); each topic needs Write (else its partitions
+//! answer TOPIC_AUTHORIZATION_FAILED, whether or not it exists, while the request's
+//! authorized partitions are appended as usual).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
+use sluice_auth::acl::Operation;
 use sluice_protocol::compression::Compression;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::produce_response::{
@@ -28,6 +35,7 @@ use crate::broker::{now_ms, Broker};
 use crate::commit::storage_error_code;
 use crate::error::BrokerError;
 use crate::partition::Partition;
+use crate::router::ConnectionInfo;
 use crate::topic_config::TopicConfig;
 
 type AckWait = oneshot::Receiver<WaitOutcome>;
@@ -57,10 +65,11 @@ pub struct Waiting {
 /// `Ok(None)`: acks=0 and all went well, send nothing. `Err`: close the connection.
 pub async fn handle(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: ProduceRequest,
     version: i16,
 ) -> Result<Option<ProduceResponse>, BrokerError> {
-    match append_all(broker, req, version)? {
+    match append_all(broker, conn, req, version)? {
         Appended::Ready(r) => Ok(r),
         Appended::Waiting(w) => Ok(Some(w.complete().await)),
     }
@@ -70,11 +79,18 @@ pub async fn handle(
 /// `Err`: close the connection (a failed acks=0 produce).
 pub fn append_all(
     broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
     req: ProduceRequest,
     version: i16,
 ) -> Result<Appended, BrokerError> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let authz = broker.access.authz(conn);
+    // A transactional producer the id is not granted to appends nothing at all.
+    let txn_denied = req
+        .transactional_id
+        .as_deref()
+        .is_some_and(|id| !authz.allows_txn(Operation::Write, id));
     let deadline =
         Instant::now() + Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let mut any_error = false;
@@ -83,10 +99,20 @@ pub fn append_all(
     // `responses`, the replica, and the wait.
     let mut waits: Vec<(usize, usize, Arc<Partition>, AckWait)> = Vec::new();
     for td in req.topic_data {
+        // Checked before the topic is looked up: whoever may not write it does not
+        // learn whether it exists.
+        let topic_allowed = !txn_denied && authz.allows_topic(Operation::Write, &td.name);
         let topic = broker.topics.get(&td.name);
         let mut partition_responses = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let result = if !valid_acks {
+            let result = if txn_denied {
+                Err(Failure::new(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    None,
+                ))
+            } else if !topic_allowed {
+                Err(Failure::new(ErrorCode::TopicAuthorizationFailed, None))
+            } else if !valid_acks {
                 Err(Failure::new(ErrorCode::InvalidRequiredAcks, None))
             } else {
                 match topic

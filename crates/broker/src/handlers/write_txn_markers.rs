@@ -4,11 +4,15 @@
 //! coordinator records the transaction complete only after every marker is), or with
 //! the error that stopped it: NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS,
 //! INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED, UNKNOWN_TOPIC_OR_PARTITION.
+//!
+//! Only brokers send it: it needs ClusterAction on the cluster, else every partition
+//! answers CLUSTER_AUTHORIZATION_FAILED and no marker is written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use sluice_auth::acl::Operation;
 use sluice_group::OFFSETS_TOPIC;
 use sluice_protocol::error::ErrorCode;
 use sluice_protocol::messages::write_txn_markers_response::{
@@ -20,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::broker::{now_ms, Broker};
 use crate::commit::{append_committed, committed, CommitWait};
+use crate::router::ConnectionInfo;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
 
@@ -27,6 +32,54 @@ pub const VERSIONS: (i16, i16) = (0, 1);
 /// the coordinator's marker requests are sent).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every partition of every marker answering `code`.
+fn all_with(req: &WriteTxnMarkersRequest, code: ErrorCode) -> WriteTxnMarkersResponse {
+    WriteTxnMarkersResponse {
+        markers: req
+            .markers
+            .iter()
+            .map(|m| WritableTxnMarkerResult {
+                producer_id: m.producer_id,
+                topics: m
+                    .topics
+                    .iter()
+                    .map(|t| WritableTxnMarkerTopicResult {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partition_indexes
+                            .iter()
+                            .map(|&partition_index| WritableTxnMarkerPartitionResult {
+                                partition_index,
+                                error_code: code.code(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The request as it arrives on a connection: only a principal with ClusterAction
+/// (brokers) may have markers written.
+pub async fn handle_request(
+    broker: &Arc<Broker>,
+    conn: &ConnectionInfo,
+    req: WriteTxnMarkersRequest,
+    version: i16,
+) -> WriteTxnMarkersResponse {
+    if !broker
+        .access
+        .authz(conn)
+        .allows_cluster(Operation::ClusterAction)
+    {
+        return all_with(&req, ErrorCode::ClusterAuthorizationFailed);
+    }
+    handle(broker, req, version).await
+}
+
+/// Writes the markers. Called unchecked by this node's own transaction coordinator
+/// when it leads the partitions (`crate::markers`): no connection, nothing to check.
 pub async fn handle(
     broker: &Arc<Broker>,
     req: WriteTxnMarkersRequest,

@@ -12,6 +12,7 @@ use sluice_broker::BrokerConfig;
 use crate::cluster_flags::ClusterFlags;
 use crate::group_flags::GroupFlags;
 use crate::replication_flags::ReplicationFlags;
+use crate::security_flags::SecurityFlags;
 use crate::txn_flags::TxnFlags;
 
 #[derive(Debug, Parser)]
@@ -171,6 +172,8 @@ pub struct Cli {
     pub cluster: ClusterFlags,
     #[command(flatten)]
     pub replication: ReplicationFlags,
+    #[command(flatten)]
+    pub security: SecurityFlags,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -188,6 +191,15 @@ pub enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+    },
+    /// Adds the first SCRAM users to the node's data dir before it starts (Kafka's
+    /// `kafka-storage format --add-scram`): each
+    /// `SCRAM-SHA-512=[name=admin,password=admin-secret]` is salted and stored, never
+    /// the password, and written to the cluster's metadata when the node starts.
+    AddScram {
+        /// `MECHANISM=[name=...,password=...(,iterations=N)]`, one or more.
+        #[arg(required = true)]
+        credentials: Vec<String>,
     },
 }
 
@@ -339,6 +351,7 @@ impl Cli {
         self.txns.apply(&mut c)?;
         self.cluster.apply(&mut c)?;
         self.replication.apply(&mut c)?;
+        self.security.apply(&mut c)?;
         Ok(c)
     }
 }

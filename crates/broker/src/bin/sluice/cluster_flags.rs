@@ -91,6 +91,21 @@ pub struct ClusterFlags {
         default_value_t = 10
     )]
     pub leader_imbalance_per_broker_percentage: u32,
+    /// Mutual TLS on the controller RPC port (Raft, broker registration and heartbeats,
+    /// forwarded metadata writes), as Kafka secures `controller.listener.names` with
+    /// SSL: uses the listeners' --ssl-certificate-location, --ssl-key-location and
+    /// --ssl-truststore-location (required), read once at start. The certificate must
+    /// name the hosts of --voters and allow client authentication; every node of the
+    /// cluster must set this flag alike.
+    #[arg(
+        long,
+        env = "SLUICE_CONTROLLER_TLS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub controller_tls: bool,
 }
 
 impl ClusterFlags {
@@ -132,6 +147,9 @@ impl ClusterFlags {
         cluster.leader_imbalance_check_interval_ms = self.leader_imbalance_check_interval_ms;
         cluster.leader_imbalance_per_broker_percentage =
             self.leader_imbalance_per_broker_percentage;
+        // Only the switch: the TLS files are the listeners', set by the security flags
+        // after these, so the controller reads them when it starts.
+        cluster.rpc_tls = self.controller_tls;
         Ok(())
     }
 }

@@ -1,12 +1,14 @@
 //! The `sluice` binary: parses flags (each also read from `SLUICE_*`), installs logging,
 //! runs one node until SIGINT/SIGTERM, then shuts it down cleanly; or, as
-//! `sluice healthcheck`, asks a running node's health endpoint.
+//! `sluice healthcheck`, asks a running node's health endpoint; or, as
+//! `sluice add-scram`, stores the first SCRAM users in a data dir.
 
 mod cli;
 mod cluster_flags;
 mod group_flags;
 mod healthcheck;
 mod replication_flags;
+mod security_flags;
 mod txn_flags;
 
 use anyhow::Context;
@@ -28,6 +30,17 @@ fn main() -> anyhow::Result<()> {
         if let Err(e) = healthcheck::check(&cli.http_listen, *live, timeout) {
             tracing::warn!("unhealthy: {e:#}");
             std::process::exit(1);
+        }
+        return Ok(());
+    }
+    if let Some(cli::Command::AddScram { credentials }) = &cli.command {
+        let creds = credentials
+            .iter()
+            .map(|spec| sluice_broker::scram_bootstrap::parse_spec(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        sluice_broker::scram_bootstrap::add(&cli.data_dir, &creds)?;
+        for c in &creds {
+            tracing::info!(user = %c.user, mechanism = %c.mechanism, data_dir = %cli.data_dir.display(), "added SCRAM credential");
         }
         return Ok(());
     }
