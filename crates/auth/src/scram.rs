@@ -245,7 +245,11 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| bad("no nonce"))?;
-        if nonce != self.nonce {
+        // RFC 5802 wants the combined nonce echoed exactly. Kafka's server accepts any
+        // nonce that ends with it, and librdkafka 2.0 (Debian's kcat) relies on that: it
+        // sends its own nonce again in front. The proof still covers the message as
+        // sent, so accepting the longer form gives nothing away.
+        if !nonce.ends_with(&self.nonce) {
             return Err(AuthError::NonceMismatch);
         }
         let proof = B64.decode(proof).map_err(|_| bad("bad client proof"))?;
@@ -325,6 +329,28 @@ mod tests {
 
     /// RFC 7677 section 3: user "user", password "pencil", SCRAM-SHA-256, 4096
     /// iterations; every message of the exchange to the letter.
+    #[test]
+    fn accepts_librdkafka_2_0_repeated_client_nonce_as_kafka_does() {
+        let m = ScramMechanism::Sha512;
+        let cred = ScramCredential::derive(m, "pw", b"salt-salt", 4096).unwrap();
+        let first = ClientFirst::parse(b"n,,n=admin,r=cnonce").unwrap();
+        let (server, server_first) = ScramServer::start(first, cred.clone(), "snonce").unwrap();
+        let server_first = String::from_utf8(server_first).unwrap();
+        // librdkafka 2.0: `r=` + its own nonce + the server's whole `r=`.
+        let without_proof = "c=biws,r=cnoncecnoncesnonce";
+        let auth = format!("n=admin,r=cnonce,{server_first},{without_proof}");
+        let proof = client_proof(m, "pw", b"salt-salt", 4096, auth.as_bytes());
+        let last = format!("{without_proof},p={}", B64.encode(proof));
+        assert_eq!(server.finish(last.as_bytes()).unwrap().0, "admin");
+        // A nonce that does not end with the combined one is still refused.
+        let first = ClientFirst::parse(b"n,,n=admin,r=cnonce").unwrap();
+        let (server, _) = ScramServer::start(first, cred, "snonce").unwrap();
+        assert_eq!(
+            server.finish(b"c=biws,r=cnonceother,p=AAAA").unwrap_err(),
+            AuthError::NonceMismatch
+        );
+    }
+
     #[test]
     fn rfc_7677_sha_256_test_vector() {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
